@@ -1,0 +1,79 @@
+"""
+Saving and loading weights: our own checkpoints (written atomically, read safely) and
+Hugging Face GPT-2 files (safetensors or pytorch_model.bin).
+"""
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+
+from cli import UserError
+
+
+def save_checkpoint(obj, path):
+    """Write to a temporary file, then rename it over the target: a crash mid-write never leaves a
+    half-written checkpoint behind, and the previous one survives until the new one is complete."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint onto the CPU (a GPU run then moves what it needs, without a second copy on
+    the GPU). weights_only=True refuses pickled code, so a downloaded checkpoint can't run any."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}; train one first or check --out_dir")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); "
+                        f"delete it or retrain") from None
+
+
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                      "BF16": torch.bfloat16, "I64": torch.int64, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def load_safetensors(path):
+    """A .safetensors file is an 8-byte header length, a JSON header giving each tensor's dtype, shape
+    and byte range, then the raw bytes. Reading it needs no extra package."""
+    data = Path(path).read_bytes()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_len])
+    body = bytearray(data[8 + header_len :])
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        flat = torch.frombuffer(body, dtype=dtype, count=(end - start) // dtype.itemsize, offset=start)
+        tensors[name] = flat.reshape(info["shape"]).clone()
+    return tensors
+
+
+def load_hf_state_dict(directory):
+    """GPT-2 weights from a Hugging Face directory, keyed like our model ("transformer.h.0.ln_1.weight").
+    OpenAI's files name them without the "transformer." prefix; files saved by GPT2LMHeadModel with it."""
+    directory = Path(directory)
+    if (directory / "model.safetensors").is_file():
+        raw = load_safetensors(directory / "model.safetensors")
+    elif (directory / "pytorch_model.bin").is_file():
+        raw = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise UserError(f"{directory} holds neither model.safetensors nor pytorch_model.bin")
+    state = {}
+    for name, tensor in raw.items():
+        name = name.removeprefix("transformer.")
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue  # HF's causal-mask buffers, and the lm_head tied to wte
+        state["transformer." + name] = tensor
+    return state

@@ -1,0 +1,341 @@
+"""
+A GPT language model in one file, readable top to bottom.
+
+    GPTConfig -> LayerNorm, gelu -> CausalSelfAttention -> MLP -> Block -> GPT
+
+The parameter names are GPT-2's own (wte, wpe, h.{i}.attn.c_attn, ln_f, ...), so OpenAI's
+weights load with a short loop. References:
+  GPT-2 paper: https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf
+  Attention is all you need: https://arxiv.org/abs/1706.03762
+  OpenAI's TensorFlow code: https://github.com/openai/gpt-2/blob/master/src/model.py
+
+Shape letters used in comments: B batch, T time (sequence length), C channels (n_embd),
+nh number of heads, hs head size (C // nh), V vocabulary size.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTENTION_KINDS = ("manual", "sdpa")
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # longest sequence the model can read (number of position embeddings)
+    vocab_size: int = 50257  # GPT-2's BPE vocabulary; 65 for Shakespeare characters
+    n_layer: int = 12  # number of Transformer blocks
+    n_head: int = 12  # attention heads per block
+    n_embd: int = 768  # width of the residual stream
+    dropout: float = 0.0  # 0 for pretraining big models, 0.1-0.2 for small data
+    bias: bool = True  # biases in Linear layers and LayerNorms, as GPT-2; False is a bit faster
+    attention: str = "sdpa"  # "manual": the math written out; "sdpa": PyTorch's fused kernel
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"GPTConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+
+
+class LayerNorm(nn.Module):
+    """Normalise each position's features to mean 0 and variance 1, then scale and shift."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None  # PyTorch's own LayerNorm can't drop it
+
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased variance, as in the LayerNorm paper
+        x = (x - mean) * torch.rsqrt(var + 1e-5)
+        x = x * self.weight
+        return x if self.bias is None else x + self.bias
+
+
+def gelu(x):
+    """GELU with GPT-2's tanh approximation (loading GPT-2's weights needs this exact curve)."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+class KVCache:
+    """The keys and values of every token seen so far, one pair per layer, for fast generation."""
+
+    def __init__(self, n_layer):
+        self.layers = [LayerKVCache() for _ in range(n_layer)]
+
+    def __len__(self):
+        return self.layers[0].length
+
+
+class LayerKVCache:
+    def __init__(self):
+        self.k = self.v = None  # (B, nh, T_past, hs)
+
+    @property
+    def length(self):
+        return 0 if self.k is None else self.k.size(2)
+
+    def update(self, k, v):
+        """Append this step's keys and values; return all of them so far."""
+        if self.k is not None:
+            k = torch.cat([self.k, k], dim=2)  # (B, nh, T_past + T, hs)
+            v = torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.attention = config.attention
+        # one Linear makes the queries, keys and values of all heads at once
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.is_residual_projection = True  # gets a smaller init, see GPT._init_weights
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        # causal[i, j] is True where query i may look at key j (j <= i); not saved in checkpoints
+        causal = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
+        self.register_buffer("causal", causal, persistent=False)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+        # split the channels into heads: (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(k, v)  # (B, nh, past + T, hs)
+        # the new queries sit at positions past..past+T-1 and may see every key up to their own
+        mask = self.causal[past : past + T, : past + T]  # (T, past + T)
+
+        if self.attention == "manual":
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, past + T)
+            att = att.masked_fill(~mask, float("-inf"))  # no peeking at the future
+            att = F.softmax(att, dim=-1)
+            att = self.attn_dropout(att)
+            y = att @ v  # (B, nh, T, past + T) x (B, nh, past + T, hs) -> (B, nh, T, hs)
+        else:
+            # the same function in one fused kernel (flash attention on GPU);
+            # is_causal is the fast path, an explicit mask is needed once a cache offsets the queries
+            y = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=None if past == 0 else mask,
+                is_causal=past == 0,
+                dropout_p=self.dropout if self.training else 0.0,
+            )  # (B, nh, T, hs)
+        # merge the heads back: (B, nh, T, hs) -> (B, T, nh, hs) -> (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.is_residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # position embeddings
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying: reading a token and predicting it use one matrix (fewer parameters, as GPT-2)
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            # each block adds two residual projections to the stream; scaling their init by
+            # 1/sqrt(2 * n_layer) keeps the stream's variance from growing with depth (GPT-2 paper, 2.3)
+            std = 0.02
+            if getattr(module, "is_residual_projection", False):
+                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count; position embeddings are left out by default, as is usual.
+        Token embeddings stay in: they are the lm_head's weight too."""
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) token ids -> logits (B, T, V) and, with targets (B, T), the mean next-token
+        cross-entropy over the positions whose target is not -1 (padding or prompt tokens)."""
+        B, T = idx.size()
+        past = 0 if cache is None else len(cache)
+        if past + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of length {past + T} is longer than block_size {self.config.block_size}; "
+                f"crop it to the last {self.config.block_size} tokens"
+            )
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if cache is None else cache.layers[i])
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        if targets is None:
+            return logits, None
+        return logits, masked_cross_entropy(logits, targets)
+
+    def crop_block_size(self, block_size):
+        """Shrink the context, e.g. to finetune GPT-2 (1024) with a smaller block_size."""
+        if not 0 < block_size <= self.config.block_size:
+            raise ValueError(f"block_size must be in 1..{self.config.block_size}, got {block_size}")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        for block in self.transformer.h:
+            block.attn.causal = block.attn.causal[:block_size, :block_size]
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+        """Continue each row of idx (B, T) by max_new_tokens sampled tokens; temperature 0 is greedy.
+        Call model.eval() first, so that dropout is off."""
+        block_size = self.config.block_size
+        cache = KVCache(self.config.n_layer) if use_cache else None
+        for _ in range(max_new_tokens):
+            if cache is not None and idx.size(1) <= block_size:
+                # feed only the tokens the cache has not seen: the whole prompt first, then one at a time
+                logits, _ = self(idx[:, len(cache):], cache=cache)
+            else:
+                # once the context is longer than block_size the window slides, every token moves to
+                # a new position and cached keys go stale: recompute over the last block_size tokens
+                logits, _ = self(idx[:, -block_size:])
+            idx_next = sample_next_token(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW that decays the 2-D weights (matmuls, embeddings) but not biases and LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        # the fused kernel does the whole update in a few launches; CUDA and CPU both have it
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
+        """Model FLOPs utilisation: achieved FLOP/s as a fraction of peak_flops (PaLM paper, appendix B)."""
+        cfg = self.config
+        N = self.get_num_params()
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        flops_per_token = 6 * N + 12 * L * H * Q * T  # 6N for the matmuls' forward+backward, plus attention
+        flops_per_iter = flops_per_token * T * fwdbwd_per_iter
+        return flops_per_iter / dt / peak_flops
+
+    @classmethod
+    def from_pretrained(cls, path):
+        """Load OpenAI GPT-2 weights (any size) from a local Hugging Face-format directory holding
+        config.json and model.safetensors or pytorch_model.bin. Needs no network."""
+        from checkpoint import load_hf_state_dict
+
+        path = Path(path)
+        with open(path / "config.json") as f:
+            hf = json.load(f)
+        config = GPTConfig(
+            block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
+            n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True,
+        )
+        model = cls(config)
+        ours = model.state_dict()
+        theirs = load_hf_state_dict(path)
+        # GPT-2 stores these as Conv1D, whose weight is the transpose of nn.Linear's
+        transposed = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+        for name in ours:
+            if name == "lm_head.weight":
+                continue  # tied to transformer.wte.weight
+            weight = theirs[name]
+            if name.endswith(transposed):
+                weight = weight.t()
+            if weight.shape != ours[name].shape:
+                raise ValueError(f"{path}: {name} has shape {tuple(weight.shape)}, expected {tuple(ours[name].shape)}")
+            with torch.no_grad():
+                ours[name].copy_(weight)
+        return model
+
+
+def masked_cross_entropy(logits, targets):
+    """Mean cross-entropy over the positions whose target is not -1.
+    A batch with every target masked gives 0 (and zero gradients) rather than 0/0 = NaN."""
+    V = logits.size(-1)
+    total = F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-1, reduction="sum")
+    n_real = (targets != -1).sum()
+    return total / n_real.clamp(min=1)
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None):
+    """logits (B, V) -> next token ids (B, 1). temperature 0 is greedy; top_k keeps the k likeliest
+    tokens; top_p keeps the smallest set of likeliest tokens whose probabilities add up to p."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = torch.sort(logits, descending=True)  # (B, V)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already cover top_p (the first one always stays)
+        drop = probs.cumsum(dim=-1) - probs > top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1)
