@@ -77,3 +77,14 @@ def load_hf_state_dict(directory):
             continue  # HF's causal-mask buffers, and the lm_head tied to wte
         state["transformer." + name] = tensor
     return state
+
+
+def load_model(out_dir, which="best"):
+    """The model of a train.py run (out_dir/best.pt or last.pt) and its checkpoint dict, whose
+    "tokenizer" entry says how to turn text into the model's tokens (see tokenizer.load_tokenizer)."""
+    from model import GPT, GPTConfig
+
+    ckpt = load_checkpoint(Path(out_dir) / f"{which}.pt")
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt
