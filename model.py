@@ -215,6 +215,14 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, cache=None):
         """idx (B, T) token ids -> logits (B, T, V) and, with targets (B, T), the mean next-token
         cross-entropy over the positions whose target is not -1 (padding or prompt tokens)."""
+        logits = self.lm_head(self.hidden_states(idx, cache))  # (B, T, C) -> (B, T, V)
+        if targets is None:
+            return logits, None
+        return logits, masked_cross_entropy(logits, targets)
+
+    def hidden_states(self, idx, cache=None):
+        """idx (B, T) token ids -> the final LayerNorm's output (B, T, C): what lm_head reads to
+        predict the next token, and what finetune.py's heads read to classify."""
         B, T = idx.size()
         past = 0 if cache is None else len(cache)
         if past + T > self.config.block_size:
@@ -227,11 +235,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, None if cache is None else cache.layers[i])
-        x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, V)
-        if targets is None:
-            return logits, None
-        return logits, masked_cross_entropy(logits, targets)
+        return self.transformer.ln_f(x)
 
     def crop_block_size(self, block_size):
         """Shrink the context, e.g. to finetune GPT-2 (1024) with a smaller block_size."""
