@@ -1,0 +1,90 @@
+"""
+GLUE SST-2, sentence-level sentiment, as a finetuning task. GLUE gives a train and a dev split; a
+seeded, stratified 2% of train is held out as val (for choosing checkpoints), so dev stays unseen
+until the end. Writes train.jsonl, val.jsonl and dev.jsonl ({"text": ..., "label": "negative" or
+"positive"}) and split.json (the sources' sha256, the seed, the counts) beside this file.
+
+    python data/sst2/prepare.py
+    python data/sst2/prepare.py --input=path/to/SST-2     # the unzipped folder: train.tsv, dev.tsv
+
+GLUE's train holds phrases cut from its sentences, so val shares phrases with train and reads a
+little optimistic; dev, made of whole unseen sentences, is the fair measure.
+
+The raw format, GLUE's `sentence<TAB>label` under that header with label 0 or 1, is what
+read_examples reads; finetune.py uses it for an --eval_file in that format.
+"""
+
+import sys
+from pathlib import Path
+
+# Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from cli import UserError, parse_config, run_main
+from sources import (PrepareArgs, find_source, label_counts, numbered_lines, sha256, split_examples,
+                     write_splits)
+
+HERE = Path(__file__).resolve().parent
+URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+HEADER = "sentence\tlabel"
+LABEL_NAMES = {"0": "negative", "1": "positive"}  # GLUE's label column -> our label
+LABELS = tuple(LABEL_NAMES.values())
+FRACTIONS = {"train": 0.98, "val": 0.02}
+SEED = 1337
+
+
+def read_examples(path):
+    """[{"text": ..., "label": ...}] from a GLUE SST-2 .tsv file; a malformed line is a UserError that
+    names the file and line."""
+    lines = numbered_lines(path)
+    _, header = next(lines)
+    if header != HEADER:
+        raise UserError(f"{path}:1: expected the header sentence<TAB>label, found {header[:80]!r}")
+    examples = []
+    for lineno, line in lines:
+        if not line:
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2:
+            raise UserError(f"{path}:{lineno}: expected sentence<TAB>label, "
+                            f"found {len(columns)} column(s)")
+        sentence, label = columns
+        if label not in LABEL_NAMES:
+            raise UserError(f"{path}:{lineno}: unknown label {label!r}; expected 0 (negative) "
+                            f"or 1 (positive)")
+        if not sentence.strip():
+            raise UserError(f"{path}:{lineno}: empty text")
+        examples.append({"text": sentence, "label": LABEL_NAMES[label]})
+    if not examples:
+        raise UserError(f"{path}: no examples")
+    return examples
+
+
+def find_split(name, input_dir, out_dir):
+    """GLUE's train.tsv or dev.tsv: from --input=DIR, a local copy, or the SST-2 zip."""
+    input_path = Path(input_dir) / name if input_dir else None
+    return find_source(f"sst2/{name}", URL, out_dir, input_path, member=f"SST-2/{name}")
+
+
+def prepare(input_path=None, out_dir=HERE):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_path = find_split("train.tsv", input_path, out_dir)
+    dev_path = find_split("dev.tsv", input_path, out_dir)
+    parts = split_examples(read_examples(train_path), FRACTIONS, SEED, label_key="label")
+    parts["dev"] = read_examples(dev_path)
+    counts = label_counts(parts)
+    write_splits(parts, out_dir, {"sources": {str(p): sha256(p) for p in (train_path, dev_path)},
+                                  "seed": SEED, "fractions of train.tsv": FRACTIONS, "counts": counts})
+    for name, by_label in counts.items():
+        print(f"{name}: {sum(by_label.values()):,} sentences {by_label}")
+    print(f"written to {out_dir}")
+
+
+def main(argv):
+    args = parse_config(PrepareArgs, argv)
+    prepare(args.input, args.out_dir or HERE)
+
+
+if __name__ == "__main__":
+    run_main(main)

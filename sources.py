@@ -1,0 +1,186 @@
+"""
+Where raw data comes from, and the helpers the data/*/prepare.py scripts share to read, split and
+write it.
+
+    python data/shakespeare_char/prepare.py                          # local copy, or download
+    python data/shakespeare_char/prepare.py --input=path/to/input.txt
+    GPT_DATA_DIR=/path/to/data python data/shakespeare_char/prepare.py
+
+A raw file such as "tinyshakespeare/input.txt" is looked for, in this order: the --input=PATH
+the user gave; $GPT_DATA_DIR/tinyshakespeare/input.txt; ../shared/data/tinyshakespeare/input.txt
+beside the repository; a copy downloaded earlier; and last a download of the canonical URL.
+"""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import urllib.request
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cli import UserError
+
+SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
+
+
+@dataclass
+class PrepareArgs:
+    """The options every data/*/prepare.py takes on its command line."""
+    input: str | None = None  # the raw data at this path, instead of searching for it or downloading it
+    out_dir: str | None = None  # where to write; None = the dataset's own folder under data/
+
+
+def local_copy(relpath):
+    """relpath under $GPT_DATA_DIR or ../shared/data, or None if neither holds it."""
+    roots = [Path(os.environ["GPT_DATA_DIR"])] if os.environ.get("GPT_DATA_DIR") else []
+    for root in roots + [SHARED_DATA]:
+        if (root / relpath).is_file():
+            return root / relpath
+    return None
+
+
+def find_source(relpath, url, download_dir, input_path=None, member=None):
+    """The path of a raw data file: input_path if given, else a local copy of relpath, else a download
+    of url into download_dir/downloads/, kept there for the next run. When url is a zip file, member
+    names the file to take out of it. url=None: no public source, so the file must be found locally."""
+    if input_path is not None:
+        if not Path(input_path).is_file():
+            raise UserError(f"--input={input_path}: no such file")
+        return Path(input_path)
+    found = local_copy(relpath)
+    if found is not None:
+        return found
+    where = (f"pass --input=PATH, or set GPT_DATA_DIR to a folder holding {relpath} "
+             f"(looked in {os.environ.get('GPT_DATA_DIR') or '$GPT_DATA_DIR (unset)'} and {SHARED_DATA})")
+    if url is None:
+        raise UserError(f"{relpath} has no public download; {where}")
+    cache = Path(download_dir) / "downloads"
+    try:
+        archive = download(url, cache)
+    except OSError as e:  # urllib's URLError included
+        raise UserError(f"could not download {url} ({e}); {where}") from None
+    return extract(archive, member, cache) if member else archive
+
+
+def download(url, cache):
+    """Fetch url into the cache folder, unless an earlier run already did."""
+    path = cache / url.rsplit("/", 1)[-1]
+    if path.is_file():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {url} -> {path}")
+    partial = path.with_name(path.name + ".part")  # renamed only when complete
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as f:
+            shutil.copyfileobj(response, f)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
+    return path
+
+
+def extract(archive, member, cache):
+    """Take one file out of a downloaded zip, into the cache folder."""
+    path = cache / Path(member).name
+    if not path.is_file():
+        with zipfile.ZipFile(archive) as z:
+            path.write_bytes(z.read(member))
+    return path
+
+
+def read_text(path):
+    """A whole text file; a missing or non-UTF-8 file is the user's mistake."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def numbered_lines(path):
+    """(line number, line without its line ending) for each line of a text file, counting from 1.
+    Only "\\n" ends a line: str.splitlines would also cut a text at a form feed or a Unicode line
+    separator, which a message may hold."""
+    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+        yield lineno, line.removesuffix("\r")
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def label_counts(parts):
+    """{part name: {label: number of examples}}, for a split.json."""
+    return {name: dict(sorted(Counter(row["label"] for row in rows).items())) for name, rows in parts.items()}
+
+
+def split_examples(examples, fractions, seed, label_key=None):
+    """Shuffle examples (seeded) and cut them into named parts of the given fractions, the last part
+    taking what rounding leaves. With label_key the cut is stratified: each label is cut on its own,
+    so every part keeps the label proportions of the whole."""
+    groups = {}
+    for example in examples:
+        groups.setdefault(example[label_key] if label_key else None, []).append(example)
+    rng = random.Random(seed)
+    parts = {name: [] for name in fractions}
+    for group in groups.values():
+        rng.shuffle(group)
+        start = 0
+        for i, (name, fraction) in enumerate(fractions.items()):
+            end = len(group) if i == len(fractions) - 1 else start + round(fraction * len(group))
+            parts[name].extend(group[start:end])
+            start = end
+    for part in parts.values():
+        rng.shuffle(part)  # mix the labels, which were appended group by group
+    return parts
+
+
+def write_tokens(ids, path):
+    """A token stream as raw uint16, the format train.py memory-maps; GPT-2's 50,257 ids fit."""
+    ids = np.asarray(ids, dtype=np.int64)
+    assert ids.size == 0 or (ids.min() >= 0 and ids.max() < 2**16), "token ids must fit in uint16"
+    ids.astype(np.uint16).tofile(path)
+
+
+def read_tokens(path):
+    """The token stream written by write_tokens, memory-mapped rather than read into memory."""
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def write_json(obj, path):
+    """meta.json and split.json: plain JSON, which (unlike a pickle) can't run code when read."""
+    Path(path).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; run the dataset's prepare.py first") from None
+
+
+def write_jsonl(rows, path):
+    """One JSON object per line: the prepared examples of a finetuning task."""
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_splits(parts, out_dir, record):
+    """Each part of a finetuning task as out_dir/<name>.jsonl, and split.json: the record of how the
+    parts were made (source, seed, counts), so that anyone can check and redo the split."""
+    for name, rows in parts.items():
+        write_jsonl(rows, Path(out_dir) / f"{name}.jsonl")
+    write_json(record, Path(out_dir) / "split.json")
+
+
+def read_jsonl(path):
+    return [json.loads(line) for _, line in numbered_lines(path) if line]

@@ -1,0 +1,98 @@
+"""
+Text <-> token ids. Two tokenizers with one interface (encode, decode, vocab_size, meta):
+
+    from tokenizer import load_tokenizer
+    tok = load_tokenizer({"kind": "gpt2"})       # or {"kind": "char", "chars": "abc..."}
+    ids = tok.encode("Hello world")              # [15496, 995]
+    tok.decode(ids)                              # "Hello world"
+
+A dataset's meta.json, and a checkpoint's "tokenizer" entry, hold the dict that load_tokenizer takes
+(each tokenizer's .meta), so every script turns text into the model's tokens the same way.
+"""
+
+import functools
+
+import tiktoken
+import tiktoken.load
+import tiktoken_ext.openai_public
+
+from cli import UserError
+from sources import local_copy, sha256
+
+
+class CharTokenizer:
+    """One token per character of a fixed alphabet, as in char-rnn and nanoGPT's shakespeare_char."""
+
+    def __init__(self, chars):
+        self.chars = "".join(chars)
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+        self.vocab_size = len(self.chars)
+        self.meta = {"kind": "char", "chars": self.chars}
+
+    @classmethod
+    def from_text(cls, text):
+        """The alphabet of a corpus: its distinct characters, sorted."""
+        return cls(sorted(set(text)))
+
+    def encode(self, text):
+        unknown = set(text) - self.stoi.keys()
+        if unknown:
+            raise UserError(f"text holds characters outside the tokenizer's {self.vocab_size}-character "
+                            f"vocabulary: {''.join(sorted(unknown))!r}")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-level BPE through tiktoken. encode treats "<|endoftext|>" in a text as ordinary
+    characters, so no text can smuggle in a document boundary; append eot_token yourself where one
+    document ends and the next begins."""
+
+    def __init__(self, encoding):
+        self.encoding = encoding
+        self.vocab_size = encoding.n_vocab  # 50,257: 256 bytes + 50,000 merges + <|endoftext|>
+        self.eot_token = encoding.eot_token
+        self.meta = {"kind": "gpt2"}
+
+    def encode(self, text):
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids):
+        return self.encoding.decode(list(ids))
+
+
+# the sha256 of OpenAI's files, the same that tiktoken checks when it downloads them
+VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+
+
+@functools.lru_cache(maxsize=1)  # reading the 50,000 merges takes a moment; every caller shares one
+def gpt2_tokenizer():
+    """GPT-2's tokenizer from local copies of OpenAI's encoder.json and vocab.bpe (gpt2_bpe/ under
+    $GPT_DATA_DIR or ../shared/data); only without them does tiktoken download its own."""
+    encoder_json, vocab_bpe = local_copy("gpt2_bpe/encoder.json"), local_copy("gpt2_bpe/vocab.bpe")
+    if encoder_json is None or vocab_bpe is None:
+        try:
+            return GPT2Tokenizer(tiktoken.get_encoding("gpt2"))
+        except Exception as e:  # the download's errors come from requests, which we don't import
+            raise UserError(f"GPT-2's BPE files are not in gpt2_bpe/ under GPT_DATA_DIR or ../shared/data, "
+                            f"and tiktoken could not download them ({type(e).__name__})") from None
+    if (sha256(vocab_bpe), sha256(encoder_json)) != (VOCAB_BPE_SHA256, ENCODER_JSON_SHA256):
+        raise UserError(f"{vocab_bpe.parent}: encoder.json or vocab.bpe differs from OpenAI's GPT-2 files")
+    ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe),
+                                                         encoder_json_file=str(encoder_json))
+    encoding = tiktoken.Encoding(name="gpt2", pat_str=tiktoken_ext.openai_public.r50k_pat_str,
+                                 mergeable_ranks=ranks, special_tokens={"<|endoftext|>": 50256})
+    return GPT2Tokenizer(encoding)
+
+
+def load_tokenizer(meta):
+    """The tokenizer a meta dict describes: {"kind": "char", "chars": ...} or {"kind": "gpt2"}."""
+    kind = meta.get("kind")
+    if kind == "char":
+        return CharTokenizer(meta["chars"])
+    if kind == "gpt2":
+        return gpt2_tokenizer()
+    raise UserError(f"unknown tokenizer kind {kind!r}; expected 'char' or 'gpt2'")
