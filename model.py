@@ -286,9 +286,10 @@ class GPT(nn.Module):
         return flops_per_iter / dt / peak_flops
 
     @classmethod
-    def from_pretrained(cls, path):
+    def from_pretrained(cls, path, dropout=0.0):
         """Load OpenAI GPT-2 weights (any size) from a local Hugging Face-format directory holding
-        config.json and model.safetensors or pytorch_model.bin. Needs no network."""
+        config.json and model.safetensors or pytorch_model.bin. Needs no network. Dropout may be set
+        for finetuning; it has no weights."""
         from checkpoint import load_hf_state_dict
 
         path = Path(path)
@@ -296,7 +297,7 @@ class GPT(nn.Module):
             hf = json.load(f)
         config = GPTConfig(
             block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
-            n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True,
+            n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=dropout, bias=True,
         )
         model = cls(config)
         ours = model.state_dict()
@@ -320,7 +321,7 @@ def masked_cross_entropy(logits, targets):
     """Mean cross-entropy over the positions whose target is not -1.
     A batch with every target masked gives 0 (and zero gradients) rather than 0/0 = NaN."""
     V = logits.size(-1)
-    total = F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-1, reduction="sum")
+    total = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1, reduction="sum")
     n_real = (targets != -1).sum()
     return total / n_real.clamp(min=1)
 

@@ -1,0 +1,123 @@
+"""
+Where and how the math runs, shared by train.py, sample.py, finetune.py and bench.py:
+device and dtype choice, autocast, DDP process setup, and the peak FLOP/s behind MFU.
+"""
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from cli import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in FLOP/s
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12,
+                  "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def pick_device(name):
+    """"auto" picks cuda, then Apple's mps, then cpu; anything else is checked and returned."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device={name} but this machine has no CUDA GPU; use --device=cpu or auto")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device={name} but mps is not available here; use --device=cpu or auto")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return name
+
+
+def pick_dtype(name, device):
+    """"auto" is bfloat16 on a GPU that has it, float16 on an older GPU, float32 elsewhere."""
+    if name == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if name not in DTYPES:
+        raise UserError(f"--dtype must be auto, float32, bfloat16 or float16, got {name!r}")
+    return name
+
+
+def autocast(device, dtype):
+    """Mixed precision: matmuls in dtype, reductions such as softmax and the loss kept in float32."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[dtype])
+
+
+def enable_tf32():
+    """Let float32 matmuls on Ampere and newer GPUs use TF32 tensor cores (10-bit mantissa, much faster)."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_master(self):
+        return self.rank == 0
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+
+def setup_distributed(backend):
+    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` sets none of them."""
+    if "RANK" not in os.environ:
+        return Distributed()
+    dist.init_process_group(backend=backend)
+    return Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+
+
+def wrap_ddp(model, device, ddp):
+    """DistributedDataParallel averages the gradients of all ranks during backward."""
+    if not ddp.enabled:
+        return model
+    return DDP(model, device_ids=[ddp.local_rank] if device.startswith("cuda") else None)
+
+
+def unwrap(model):
+    """The plain GPT inside DDP and torch.compile wrappers: save and sample from this one, so a
+    checkpoint's names carry no "module." or "_orig_mod." prefix."""
+    if isinstance(model, DDP):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def peak_flops(device, dtype):
+    """The FLOP/s that MFU is measured against: the data-sheet peak of a known GPU, else the
+    measured float32 matmul throughput of this machine (a CPU has no single honest number)."""
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops if dtype != "float32" else flops / 2  # TF32 runs at about half the bf16 rate
+        return None
+    return measured_matmul_flops()
+
+
+def measured_matmul_flops(n=1024, repeats=5):
+    generator = torch.Generator().manual_seed(0)  # leaves the global RNG, and so resumed runs, alone
+    a, b = torch.randn(n, n, generator=generator), torch.randn(n, n, generator=generator)
+    a @ b  # warm up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)

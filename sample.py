@@ -1,0 +1,103 @@
+"""
+Sample text from a trained model, or from OpenAI's GPT-2 weights.
+
+    python sample.py                                    # from the default run, out-shakespeare-char
+    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 --max_new_tokens=200
+    python sample.py --start=FILE:prompt.txt --temperature=0.7 --top_p=0.9
+    python sample.py --init_from=path/to/gpt2 --start="The meaning of life is"   # a Hugging Face GPT-2 folder
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import runtime
+from checkpoint import load_model
+from cli import UserError, parse_config, run_main
+from model import GPT
+from tokenizer import gpt2_tokenizer, load_tokenizer
+
+
+@dataclass
+class SampleConfig:
+    out_dir: str = "out-shakespeare-char"  # a train.py run
+    init_from: str = "resume"  # "resume" samples the run in out_dir; or a GPT-2 Hugging Face directory
+    checkpoint: str = "best"  # "best" (lowest val loss) or "last"
+    start: str = "\n"  # the prompt, or FILE:path to read it from a file
+    num_samples: int = 2
+    max_new_tokens: int = 500
+    temperature: float = 0.8  # 1.0 samples the model's distribution, lower is more conservative, 0 is greedy
+    top_k: int | None = 200  # keep only the k likeliest tokens (None: all)
+    top_p: float | None = None  # keep the likeliest tokens whose probabilities add up to p (None: all)
+    kv_cache: bool = True  # reuse keys and values of earlier tokens instead of recomputing them
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self):
+        if self.num_samples <= 0 or self.max_new_tokens < 0:
+            raise ValueError("num_samples must be positive and max_new_tokens zero or more")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be zero or more, got {self.temperature}")
+        if self.top_k is not None and self.top_k <= 0:
+            raise ValueError(f"top_k must be positive (or None), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
+        if self.checkpoint not in ("best", "last"):
+            raise ValueError(f"checkpoint must be best or last, got {self.checkpoint!r}")
+
+
+def load_for_sampling(cfg):
+    """The model and its tokenizer: a train.py run's own, or GPT-2's."""
+    if cfg.init_from == "resume":
+        model, ckpt = load_model(cfg.out_dir, cfg.checkpoint)
+        return model, load_tokenizer(ckpt["tokenizer"])
+    if not Path(cfg.init_from, "config.json").is_file():
+        raise UserError(f"--init_from takes resume or a GPT-2 directory with config.json; got {cfg.init_from!r}")
+    return GPT.from_pretrained(cfg.init_from), gpt2_tokenizer()
+
+
+def read_prompt(start):
+    if not start.startswith("FILE:"):
+        return start
+    path = Path(start[len("FILE:"):])
+    if not path.is_file():
+        raise UserError(f"prompt file {path} not found")
+    return path.read_text(encoding="utf-8")
+
+
+def generate_text(model, tokenizer, prompt, max_new_tokens, temperature=0.8, top_k=200, top_p=None,
+                  num_samples=1, use_cache=True):
+    """Continue prompt num_samples times; returns the texts, prompt included."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise UserError("the prompt is empty; give --start some text (a newline is fine)")
+    if len(ids) > model.config.block_size:
+        raise UserError(f"the prompt is {len(ids)} tokens long, more than the model's block_size "
+                        f"({model.config.block_size}); shorten it")
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (num_samples, T)
+    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         use_cache=use_cache)
+    return [tokenizer.decode(row.tolist()) for row in out]
+
+
+def main(argv):
+    cfg = parse_config(SampleConfig, argv)
+    device = runtime.pick_device(cfg.device)
+    dtype = runtime.pick_dtype(cfg.dtype, device)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_for_sampling(cfg)
+    model.eval().to(device)
+    prompt = read_prompt(cfg.start)
+    with runtime.autocast(device, dtype):
+        texts = generate_text(model, tokenizer, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
+                              cfg.top_p, cfg.num_samples, cfg.kv_cache)
+    for text in texts:
+        print(text)
+        print("-" * 40)
+
+
+if __name__ == "__main__":
+    run_main(main)

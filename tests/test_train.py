@@ -1,0 +1,233 @@
+"""
+train.py: the known traps of nanoGPT-style trainers, exact resume after SIGKILL, and DDP on CPU.
+"""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import runtime
+from checkpoint import load_checkpoint
+from model import GPT, GPTConfig
+from train import Batches, TrainConfig, get_lr, make_checkpoint, train, train_step
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+# a model small enough that a few hundred iterations take seconds
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
+        "--dtype=float32", "--compile=False", "--sample_tokens=0", "--eval_iters=2", "--log_interval=1",
+        "--dropout=0.0", "--warmup_iters=5"]
+
+
+@pytest.fixture(scope="module")
+def char_data(tmp_path_factory):
+    """A char dataset made by the real prepare.py from the first 100k characters of Shakespeare."""
+    from data.shakespeare_char.prepare import prepare
+
+    folder = tmp_path_factory.mktemp("char_data")
+    source = folder / "input.txt"
+    source.write_text(SHAKESPEARE.read_text()[:100_000])
+    prepare(input_path=source, out_dir=folder)
+    return folder
+
+
+def tiny_config(char_data, out_dir, **overrides):
+    args = dict(out_dir=str(out_dir), data_dir=str(char_data), n_layer=2, n_head=2, n_embd=32, block_size=32,
+                batch_size=4, device="cpu", dtype="float32", sample_tokens=0, eval_iters=2, log_interval=1,
+                eval_interval=10, max_iters=20, lr_decay_iters=20, warmup_iters=5)
+    args.update(overrides)
+    return TrainConfig(**args)
+
+
+def read_log(out_dir):
+    """{iter: loss} of the training steps and {iter: (train_loss, val_loss)} of the evaluations;
+    where a resumed run logged an iteration again, its record wins."""
+    steps, evals = {}, {}
+    for line in (Path(out_dir) / "log.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "loss" in r:
+            steps[r["iter"]] = r["loss"]
+        else:
+            evals[r["iter"]] = (r["train_loss"], r["val_loss"])
+    return steps, evals
+
+
+def run_train(args, **kwargs):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the learning rate
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110)
+    warmup = [get_lr(i, cfg) for i in range(10)]
+    assert all(a < b for a, b in zip(warmup, warmup[1:])) and warmup[-1] < 1e-3
+    assert get_lr(10, cfg) == pytest.approx(1e-3)
+    assert get_lr(60, cfg) == pytest.approx((1e-3 + 1e-4) / 2)  # halfway through the cosine
+    assert get_lr(110, cfg) == pytest.approx(1e-4) and get_lr(500, cfg) == 1e-4
+    assert get_lr(60, TrainConfig(learning_rate=1e-3, decay_lr=False)) == 1e-3
+
+
+# ----------------------------------------------------------------------------- the traps
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=2, n_head=2, n_embd=16))
+
+
+def micro_batches(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(20, (3, 16), generator=g), torch.randint(20, (3, 16), generator=g)) for _ in range(n)]
+
+
+def no_scaler():
+    return torch.amp.GradScaler("cpu", enabled=False)
+
+
+def test_logged_loss_is_the_mean_over_all_micro_steps():
+    model = tiny_model()
+    batches = micro_batches(4)
+    with torch.no_grad():
+        expected = [model(x, y)[1].item() for x, y in batches]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = train_step(model, optimizer, no_scaler(), batches, 0.0, runtime.autocast("cpu", "float32"), "cpu")
+    assert loss.item() == pytest.approx(sum(expected) / 4, rel=1e-6)
+    assert loss.item() != pytest.approx(expected[-1], rel=1e-6)  # the data really differs per micro-step
+
+
+@pytest.mark.parametrize("grad_clip", [0.0, 0.05])
+def test_accumulated_step_equals_one_big_batch_even_with_clipping(grad_clip):
+    """Each micro-loss is divided by the number of micro-steps, so the summed gradient is the gradient
+    of the mean loss, and clipping sees the same norm as one big batch would."""
+    model = tiny_model()
+    reference = copy.deepcopy(model)
+    batches = micro_batches(4)
+    x = torch.cat([b[0] for b in batches])  # (12, 16): one batch of all micro-batches
+    y = torch.cat([b[1] for b in batches])
+    reference(x, y)[1].backward()
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), grad_clip or float("inf"))
+    assert grad_clip == 0 or norm > grad_clip  # the clip really acts in the second case
+
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is minus the gradient
+    train_step(model, optimizer, no_scaler(), batches, grad_clip, runtime.autocast("cpu", "float32"), "cpu")
+    for p0, p, ref in zip(before, model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p0 - p, ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoint_of_a_compiled_or_ddp_model_loads_into_a_plain_one(char_data, tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    cfg = tiny_config(char_data, tmp_path)
+    model = GPT(cfg.model_config(vocab_size=65))
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+    batches = Batches(char_data, 32, 4, seed=0)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for wrapped in (torch.compile(model), DDP(model)):
+            assert any(k.startswith(("_orig_mod.", "module.")) for k in wrapped.state_dict())  # the trap
+            state = make_checkpoint(wrapped, optimizer, batches, cfg, {"kind": "char"}, 0, 1.0)
+            plain = GPT(GPTConfig(**state["model_args"]))
+            plain.load_state_dict(state["model"])  # strict: every name matches, no prefix
+            for a, b in zip(plain.parameters(), model.parameters()):
+                assert torch.equal(a, b)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_checkpoints_load_onto_the_cpu_and_without_pickled_code(tmp_path, monkeypatch):
+    """A GPU run resuming would otherwise put a second copy of everything on the GPU."""
+    torch.save({"x": torch.ones(2)}, tmp_path / "last.pt")
+    seen = {}
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["x"], torch.ones(2))
+    assert seen["map_location"] == "cpu" and seen["weights_only"] is True
+
+
+def test_ddp_ranks_split_one_iteration_between_them(char_data):
+    """Rank r takes micro-steps r*k..(r+1)*k-1 of the batches a single process would draw."""
+    one = Batches(char_data, 32, 4, seed=3).iteration(4, runtime.Distributed())
+    rank0 = Batches(char_data, 32, 4, seed=3).iteration(4, runtime.Distributed(rank=0, world_size=2))
+    rank1 = Batches(char_data, 32, 4, seed=3).iteration(4, runtime.Distributed(rank=1, world_size=2))
+    assert len(rank0) == len(rank1) == 2
+    for (x, y), (x2, y2) in zip(one, rank0 + rank1):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    x, y = one[0]
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are the inputs shifted by one
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(char_data, tmp_path):
+    result = train(tiny_config(char_data, tmp_path, max_iters=60, eval_interval=30, lr_decay_iters=60,
+                               learning_rate=3e-3))
+    steps, evals = read_log(tmp_path)
+    assert sorted(evals) == [0, 30, 60] and sorted(steps) == list(range(1, 61))
+    assert evals[60][1] < evals[0][1] - 0.5  # val loss falls from ~ln(65) = 4.17
+    assert result["best_val_loss"] == min(v for _, v in evals.values())
+    best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
+    assert last["iter_num"] == 60 and best["best_val_loss"] == result["best_val_loss"]
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[1])
+    assert set(record) >= {"iter", "loss", "lr", "ms", "tokens_per_s"}
+
+
+def test_sigkill_then_resume_gives_bit_identical_losses(char_data, tmp_path):
+    common = TINY + [f"--data_dir={char_data}", "--max_iters=400", "--lr_decay_iters=400", "--eval_interval=25",
+                     "--dropout=0.1"]  # dropout: the RNG state must be restored too
+    reference = tmp_path / "reference"
+    done = run_train(common + [f"--out_dir={reference}"], timeout=300)
+    assert done.returncode == 0, done.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train.py", *common, f"--out_dir={killed}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and '"iter": 60,' in log.read_text()):
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    resumed_from = load_checkpoint(killed / "last.pt")["iter_num"]
+    assert 50 <= resumed_from < 400  # killed mid-run, after a checkpoint
+
+    resumed = run_train(common + [f"--out_dir={killed}", "--init_from=resume"], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    ref_steps, ref_evals = read_log(reference)
+    steps, evals = read_log(killed)
+    assert sorted(steps) == sorted(ref_steps)
+    assert steps == ref_steps  # every loss, before and after the kill, bit for bit
+    assert evals == ref_evals
+
+
+def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(char_data, tmp_path):
+    common = TINY + [f"--data_dir={char_data}", "--max_iters=20", "--lr_decay_iters=20", "--eval_interval=10",
+                     "--gradient_accumulation_steps=2", "--backend=gloo"]
+    single = run_train(common + [f"--out_dir={tmp_path / 'single'}"], timeout=300)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train.py", *common, f"--out_dir={tmp_path / 'ddp'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single_steps, single_evals = read_log(tmp_path / "single")
+    ddp_steps, ddp_evals = read_log(tmp_path / "ddp")
+    assert sorted(ddp_steps) == list(range(1, 21))
+    worst = max(abs(single_steps[i] - ddp_steps[i]) for i in single_steps)
+    print(f"[max error] DDP vs single-process loss: {worst:.2e}")
+    assert worst < 1e-5
+    assert max(abs(a - b) for i in single_evals for a, b in zip(single_evals[i], ddp_evals[i])) < 1e-5

@@ -1,0 +1,419 @@
+"""
+Pretrain a GPT with the next-token loss.
+
+    python train.py                                   # small Shakespeare model on the CPU, then a sample
+    python train.py config/train_shakespeare_char.py  # the GPU-sized Shakespeare model
+    python train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 \\
+        --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 \\
+        --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0
+    python train.py --out_dir=out-shakespeare-char --init_from=resume   # continue an interrupted run
+    torchrun --standalone --nproc_per_node=4 train.py config/train_shakespeare_char.py   # 4 GPUs, DDP
+
+Every field of TrainConfig below is a --key=value option; config/*.py files set several at once.
+"""
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import runtime
+from checkpoint import load_checkpoint, save_checkpoint
+from cli import UserError, parse_config, run_main
+from model import GPT, GPTConfig
+from tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass
+class TrainConfig:
+    # the defaults are the built-in CPU run: a few minutes on a laptop, then a sample
+    # I/O
+    out_dir: str = "out-shakespeare-char"
+    eval_interval: int = 250  # evaluate and checkpoint every this many iterations
+    log_interval: int = 10
+    eval_iters: int = 50  # batches per evaluation of the train and val loss
+    eval_only: bool = False  # evaluate once and exit
+    always_save_checkpoint: bool = True  # write last.pt at every evaluation (best.pt only when val improves)
+    init_from: str = "scratch"  # "scratch", "resume" (from out_dir/last.pt) or a GPT-2 Hugging Face directory
+    sample_tokens: int = 300  # print a sample of this many tokens when training ends (0: none)
+    wandb_log: bool = False
+    wandb_project: str = "gpt"
+    wandb_run_name: str = "run"
+    # data
+    dataset: str = "shakespeare_char"  # data/<dataset>/prepare.py makes train.bin, val.bin, meta.json
+    data_dir: str = ""  # where those files are; default data/<dataset>
+    gradient_accumulation_steps: int = 1  # micro-steps per iteration, over all DDP ranks together
+    batch_size: int = 16  # sequences per micro-step
+    block_size: int = 128
+    # model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 192
+    dropout: float = 0.0
+    bias: bool = False
+    attention: str = "sdpa"  # "manual" or "sdpa"
+    # AdamW with linear warmup, then cosine decay to min_lr
+    learning_rate: float = 2e-3
+    max_iters: int = 3000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
+    decay_lr: bool = True
+    warmup_iters: int = 100
+    lr_decay_iters: int = 3000  # usually max_iters
+    min_lr: float = 2e-4  # usually learning_rate / 10
+    # system
+    backend: str = "nccl"  # DDP backend: nccl on GPUs, gloo on CPUs
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    dtype: str = "auto"  # auto, float32, bfloat16, float16
+    compile: bool = False  # torch.compile the model (worth it on a GPU; slow to start on a CPU)
+    seed: int = 1337
+
+    def __post_init__(self):
+        positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps",
+                    "batch_size", "block_size", "learning_rate")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
+                     "sample_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be zero or more, got {getattr(self, name)}")
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        if self.dtype not in ("auto", *runtime.DTYPES):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        self.model_config(vocab_size=1)  # GPTConfig checks the model's fields
+
+    def model_config(self, vocab_size):
+        return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout, bias=self.bias,
+                         attention=self.attention)
+
+
+# ----------------------------------------------------------------------------- data
+
+class Batches:
+    """Random windows of a token stream held in memory-mapped .bin files (opened once).
+
+    All DDP ranks draw the same random offsets for a whole iteration and each takes its own
+    micro-steps, so N ranks see exactly the batches that one process with N times the
+    accumulation would. The generator's state goes into checkpoints, so a resumed run continues
+    with the very batches it would have seen."""
+
+    def __init__(self, data_dir, block_size, batch_size, seed):
+        self.splits = {split: open_tokens(data_dir / f"{split}.bin", block_size) for split in ("train", "val")}
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def iteration(self, micro_steps, ddp):
+        """The (x, y) micro-batches of one training iteration for this rank."""
+        all_steps = [self.get("train", self.generator) for _ in range(micro_steps)]
+        per_rank = micro_steps // ddp.world_size
+        return all_steps[ddp.rank * per_rank : (ddp.rank + 1) * per_rank]
+
+    def get(self, split, generator):
+        data = self.splits[split]
+        ix = torch.randint(len(data) - self.block_size, (self.batch_size,), generator=generator)  # (B,)
+        rows = data[ix.numpy()[:, None] + np.arange(self.block_size + 1)]  # (B, T+1) numpy, one read
+        rows = torch.from_numpy(rows.astype(np.int64))
+        return rows[:, :-1], rows[:, 1:]  # inputs and targets, each (B, T): targets are inputs shifted by one
+
+
+def open_tokens(path, block_size):
+    data = np.memmap(path, dtype=np.uint16, mode="r")
+    if len(data) <= block_size:
+        raise UserError(f"{path} holds {len(data)} tokens, too few for block_size {block_size}; "
+                        f"use more text or a smaller --block_size")
+    return data
+
+
+def find_data(cfg):
+    """data/<dataset>/ with train.bin, val.bin and meta.json, made by its prepare.py when missing."""
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else ROOT / "data" / cfg.dataset
+    if not (data_dir / "train.bin").is_file():
+        if cfg.data_dir or not (ROOT / "data" / cfg.dataset / "prepare.py").is_file():
+            known = sorted(p.parent.name for p in (ROOT / "data").glob("*/prepare.py"))
+            raise UserError(f"no train.bin in {data_dir}; --dataset takes one of {', '.join(known)}, "
+                            f"or --data_dir a folder holding train.bin, val.bin and meta.json")
+        import importlib
+        print(f"{data_dir / 'train.bin'} is missing: preparing the {cfg.dataset} dataset")
+        importlib.import_module(f"data.{cfg.dataset}.prepare").prepare()
+        if not (data_dir / "train.bin").is_file():
+            raise UserError(f"data/{cfg.dataset} is a finetuning task, not a pretraining corpus; "
+                            f"use it with finetune.py")
+    with open(data_dir / "meta.json") as f:
+        return data_dir, json.load(f)
+
+
+# ----------------------------------------------------------------------------- model and optimizer
+
+def init_model(cfg, vocab_size):
+    """A new model, the one in out_dir/last.pt, or GPT-2's weights; plus the checkpoint if resuming."""
+    if cfg.init_from == "scratch":
+        return GPT(cfg.model_config(vocab_size)), None
+    if cfg.init_from == "resume":
+        ckpt = load_checkpoint(Path(cfg.out_dir) / "last.pt")
+        model = GPT(GPTConfig(**ckpt["model_args"]))
+        model.load_state_dict(ckpt["model"])
+        return model, ckpt
+    if not Path(cfg.init_from, "config.json").is_file():
+        raise UserError(f"--init_from takes scratch, resume or a GPT-2 directory with config.json; "
+                        f"got {cfg.init_from!r}")
+    model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
+    if cfg.block_size < model.config.block_size:
+        model.crop_block_size(cfg.block_size)
+    return model, None
+
+
+def get_lr(it, cfg):
+    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= cfg.lr_decay_iters:
+        return cfg.min_lr
+    progress = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+# ----------------------------------------------------------------------------- one step, one evaluation
+
+def train_step(model, optimizer, scaler, micro_batches, grad_clip, ctx, device):
+    """Forward and backward over the micro-batches, one optimizer step. Returns the iteration's loss:
+    the mean over all micro-steps (not the last one's, which is noisier and biased by chance)."""
+    total = torch.zeros((), device=device)
+    for i, (x, y) in enumerate(micro_batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # DDP: average gradients across ranks only after the last micro-step, not after each
+        sync = nullcontext() if i == len(micro_batches) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with ctx:
+                _, loss = model(x, y)
+            # dividing by the number of micro-steps makes the summed gradients the gradient of the mean
+            # loss, so clipping and the learning rate see the same gradient as one big batch would
+            scaler.scale(loss / len(micro_batches)).backward()
+        total += loss.detach()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradient, not the float16-scaled one
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total / len(micro_batches)
+
+
+@torch.no_grad()
+def estimate_loss(model, batches, eval_iters, ctx, device, seed):
+    """Mean loss over eval_iters batches of each split. The same batches every time (a fixed seed),
+    so evaluations differ only through the model."""
+    model.eval()
+    out = {}
+    for split in ("train", "val"):
+        generator = torch.Generator().manual_seed(seed)
+        losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            x, y = batches.get(split, generator)
+            with ctx:
+                _, loss = model(x.to(device), y.to(device))
+            losses[k] = loss.item()
+        out[split] = losses.mean().item()
+    model.train()
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints and logs
+
+def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss):
+    rng = {"torch": torch.get_rng_state(), "batches": batches.generator.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "model": runtime.unwrap(model).state_dict(),
+        "model_args": asdict(runtime.unwrap(model).config),
+        "optimizer": optimizer.state_dict(),
+        "config": asdict(cfg),
+        "tokenizer": meta,
+        "iter_num": iter_num,
+        "best_val_loss": best_val_loss,
+        "rng": rng,
+    }
+
+
+def restore_rng(rng, batches):
+    torch.set_rng_state(rng["torch"])
+    batches.generator.set_state(rng["batches"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class Logger:
+    """Console lines, out_dir/log.jsonl (one JSON object per line), and optionally wandb."""
+
+    def __init__(self, cfg):
+        self.path = Path(cfg.out_dir) / "log.jsonl"
+        self.wandb = None
+        if cfg.wandb_log:
+            import wandb
+            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
+
+    def log(self, record):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(record, step=record["iter"])
+
+
+def plot_losses(out_dir):
+    """out_dir/loss.png from log.jsonl, when matplotlib is installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    records = [json.loads(line) for line in open(Path(out_dir) / "log.jsonl")]
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["iter"] for r in steps], [r["loss"] for r in steps], alpha=0.4, label="train (batch)")
+    ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train")
+    ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.savefig(Path(out_dir) / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the training loop
+
+def train(cfg):
+    """Train as cfg says; returns {"iter_num", "best_val_loss", "last_eval"}."""
+    ddp = runtime.setup_distributed(cfg.backend)
+    device = runtime.pick_device(cfg.device)
+    if ddp.enabled and device.startswith("cuda"):
+        device = f"cuda:{ddp.local_rank}"
+        torch.cuda.set_device(device)
+    dtype = runtime.pick_dtype(cfg.dtype, device)
+    if cfg.gradient_accumulation_steps % ddp.world_size != 0:
+        raise UserError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be a multiple "
+                        f"of the number of processes ({ddp.world_size})")
+    out_dir = Path(cfg.out_dir)
+    if cfg.init_from != "resume" and (out_dir / "last.pt").exists():
+        raise UserError(f"{out_dir} already holds a run; continue it with --init_from=resume "
+                        f"or choose another --out_dir")
+
+    data_dir, meta = find_data(cfg)
+    vocab_size = load_tokenizer(meta).vocab_size
+    torch.manual_seed(cfg.seed + ddp.rank)  # dropout differs between ranks; DDP copies rank 0's init to all
+    model, ckpt = init_model(cfg, vocab_size)
+    if model.config.vocab_size != vocab_size:
+        raise UserError(f"the model's vocabulary ({model.config.vocab_size} tokens) does not match the "
+                        f"{cfg.dataset} data's ({vocab_size}); prepare the data with the model's tokenizer")
+    batches = Batches(data_dir, model.config.block_size, cfg.batch_size, cfg.seed)
+    if device.startswith("cuda"):
+        runtime.enable_tf32()
+    model.to(device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                           device.split(":")[0])
+    iter_num, best_val_loss = 0, float("inf")
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+        restore_rng(ckpt["rng"], batches)
+        ckpt = None  # free the CPU copy
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
+    ctx = runtime.autocast(device, dtype)
+    raw_model = model
+    if cfg.compile:
+        model = torch.compile(model)
+    eval_model = model  # only the master evaluates, so it must not go through DDP's collectives
+    model = runtime.wrap_ddp(model, device, ddp)
+
+    micro_steps_per_rank = cfg.gradient_accumulation_steps // ddp.world_size
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * raw_model.config.block_size
+    peak = runtime.peak_flops(device, dtype) if ddp.is_master else None
+    if ddp.is_master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters on {device} in {dtype}; "
+              f"{tokens_per_iter:,} tokens per iteration")
+    logger = Logger(cfg) if ddp.is_master else None
+
+    # a resumed run evaluated and saved at the iteration it resumes from: don't do it twice
+    skip_eval_at = iter_num if cfg.init_from == "resume" and not cfg.eval_only else None
+    last_eval = None
+    t0 = time.perf_counter()
+    while True:
+        lr = get_lr(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # evaluate, checkpoint, plot
+        if (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters) and iter_num != skip_eval_at:
+            if ddp.is_master:
+                last_eval = estimate_loss(eval_model, batches, cfg.eval_iters, ctx, device, cfg.seed)
+                print(f"step {iter_num}: train loss {last_eval['train']:.4f}, val loss {last_eval['val']:.4f}")
+                logger.log({"iter": iter_num, "train_loss": last_eval["train"], "val_loss": last_eval["val"]})
+                improved = last_eval["val"] < best_val_loss
+                best_val_loss = min(best_val_loss, last_eval["val"])
+                state = make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss)
+                if improved:
+                    save_checkpoint(state, out_dir / "best.pt")
+                if cfg.always_save_checkpoint or improved:
+                    save_checkpoint(state, out_dir / "last.pt")
+                plot_losses(out_dir)
+            t0 = time.perf_counter()  # keep evaluation out of the timing
+        if iter_num >= cfg.max_iters or cfg.eval_only:
+            break
+
+        micro_batches = batches.iteration(cfg.gradient_accumulation_steps, ddp)
+        loss = train_step(model, optimizer, scaler, micro_batches, cfg.grad_clip, ctx, device)
+        if ddp.enabled:
+            dist.all_reduce(loss)  # sum over ranks; / world_size gives the mean over every micro-step
+            loss = loss / ddp.world_size
+        iter_num += 1
+
+        if iter_num % cfg.log_interval == 0 and ddp.is_master:
+            loss = loss.item()  # waits for the GPU: only on logging steps
+            dt = (time.perf_counter() - t0) / cfg.log_interval
+            mfu = raw_model.estimate_mfu(micro_steps_per_rank * cfg.batch_size, dt, peak) if peak else None
+            mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
+            print(f"iter {iter_num}: loss {loss:.4f}, {dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
+            logger.log({"iter": iter_num, "loss": loss, "lr": lr, "ms": dt * 1000,
+                        "tokens_per_s": tokens_per_iter / dt, "mfu": mfu})
+            t0 = time.perf_counter()
+
+    if ddp.is_master and cfg.sample_tokens:
+        print_sample(raw_model, load_tokenizer(meta), cfg.sample_tokens)
+    if ddp.enabled:
+        dist.destroy_process_group()
+    return {"iter_num": iter_num, "best_val_loss": best_val_loss, "last_eval": last_eval}
+
+
+def print_sample(model, tokenizer, max_new_tokens):
+    from sample import generate_text
+
+    model.eval()
+    print("-" * 40)
+    print(generate_text(model, tokenizer, "\n", max_new_tokens, temperature=0.8, top_k=200)[0])
+
+
+def main(argv):
+    train(parse_config(TrainConfig, argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
