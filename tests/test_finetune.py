@@ -1,0 +1,340 @@
+"""
+Finetuning (finetune.py, metrics.py): the scores on hand-computed cases, which weights each train
+mode trains, and whole runs of a tiny model on tiny data: train, --eval_file, --predict, zero-shot,
+and the one-line errors for bad input.
+
+    python -m pytest tests/test_finetune.py -q
+"""
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import finetune
+from checkpoint import load_checkpoint, save_checkpoint
+from cli import UserError
+from conftest import assert_close, tiny_gpt
+from finetune import Classifier, FinetuneConfig, TRAIN_MODES, collate, continuation_logprobs, encode_example
+from heads import build_head
+from metrics import classification_report, entity_report, entity_spans
+from model import GPT, GPTConfig
+from tokenizer import gpt2_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ----------------------------------------------------------------------------- metrics, by hand
+
+
+def test_classification_report_hand_case():
+    gold = ["ham", "ham", "ham", "spam", "spam"]
+    predicted = ["ham", "spam", "ham", "spam", "ham"]
+    r = classification_report(gold, predicted, ["ham", "spam"])
+    assert r["confusion"] == [[2, 1], [1, 1]]
+    assert r["accuracy"] == pytest.approx(3 / 5)
+    assert r["per_class"]["ham"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert r["per_class"]["spam"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2, "support": 2})
+    assert r["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_a_never_predicted_class_scores_zero_not_nan():
+    r = classification_report(["ham", "spam"], ["ham", "ham"], ["ham", "spam"])
+    assert r["per_class"]["spam"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert r["per_class"]["ham"]["precision"] == 0.5 and r["per_class"]["ham"]["recall"] == 1.0
+
+
+@pytest.mark.parametrize("tags,spans", [
+    (["B-PER", "I-PER", "O", "B-LOC"], {("PER", 0, 2), ("LOC", 3, 4)}),
+    (["B-PER", "B-PER"], {("PER", 0, 1), ("PER", 1, 2)}),  # B starts a new entity
+    (["O", "I-ORG", "I-ORG"], {("ORG", 1, 3)}),  # I after O starts one, as conlleval reads it
+    (["B-PER", "I-ORG"], {("PER", 0, 1), ("ORG", 1, 2)}),  # a change of type ends one
+    (["I-MISC"], {("MISC", 0, 1)}),
+    (["O", "O"], set()),
+])
+def test_entity_spans(tags, spans):
+    assert entity_spans(tags) == spans
+
+
+def test_entity_report_counts_only_exact_spans_of_the_right_type():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "I-ORG", "I-ORG"]]
+    predicted = [
+        ["B-PER", "I-PER", "O", "B-ORG"],  # PER exact: correct; LOC predicted as ORG: wrong type
+        ["B-ORG", "I-ORG", "O"],  # ORG with a partial span: not counted
+    ]
+    r = entity_report(gold, predicted)
+    assert (r["overall"]["correct"], r["overall"]["predicted"], r["overall"]["gold"]) == (1, 3, 3)
+    assert r["overall"]["precision"] == pytest.approx(1 / 3)
+    assert r["overall"]["recall"] == pytest.approx(1 / 3)
+    assert r["overall"]["f1"] == pytest.approx(1 / 3)
+    assert r["per_type"]["PER"] == pytest.approx({"precision": 1.0, "recall": 1.0, "f1": 1.0})
+    assert r["per_type"]["ORG"] == pytest.approx({"precision": 0.0, "recall": 0.0, "f1": 0.0})
+    assert r["per_type"]["LOC"] == pytest.approx({"precision": 0.0, "recall": 0.0, "f1": 0.0})
+
+
+def test_entity_f1_hand_case_with_unequal_precision_and_recall():
+    gold = [["B-PER", "O", "B-LOC", "I-LOC", "O", "B-MISC"]]
+    predicted = [["B-PER", "O", "B-LOC", "I-LOC", "O", "O"]]
+    overall = entity_report(gold, predicted)["overall"]
+    assert overall["precision"] == 1.0 and overall["recall"] == pytest.approx(2 / 3)
+    assert overall["f1"] == pytest.approx(2 * 1.0 * (2 / 3) / (1.0 + 2 / 3))
+
+
+# ----------------------------------------------------------------------------- train modes
+
+
+def head_params(n_embd, n_labels):
+    return n_embd * n_labels + n_labels
+
+
+@pytest.mark.parametrize("mode", list(TRAIN_MODES))
+def test_trainable_parameters_of_each_mode(mode):
+    gpt = tiny_gpt(seed=2)
+    C, L, n_labels = gpt.config.n_embd, gpt.config.n_layer, 2
+    model = Classifier(gpt, build_head("last", C, n_labels))
+    cfg = FinetuneConfig(train=mode, last_n=1, lora_rank=2)
+    total_before = sum(p.numel() for p in model.parameters())
+    TRAIN_MODES[mode](model, cfg)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    block = sum(p.numel() for p in gpt.transformer.h[-1].parameters())
+    ln_f = 2 * C
+    if mode == "full":
+        assert count == total_before
+    elif mode == "head":
+        assert trainable == {"head.classifier.weight", "head.classifier.bias"}
+        assert count == head_params(C, n_labels)
+    elif mode == "last_n":
+        assert count == block + ln_f + head_params(C, n_labels)
+        assert all(n.startswith(("gpt.transformer.h.1.", "gpt.transformer.ln_f.", "head.")) for n in trainable)
+    elif mode == "lora":
+        lora = L * 2 * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C))  # r * (in + out) per layer
+        assert count == lora + head_params(C, n_labels)
+        assert all(n.endswith(("lora_A", "lora_B")) or n.startswith("head.") for n in trainable)
+    else:
+        pytest.fail(f"no expected count for train mode {mode!r}; add one here")
+
+
+def test_last_n_larger_than_the_model_is_an_error():
+    model = Classifier(tiny_gpt(), build_head("last", 32, 2))
+    with pytest.raises(UserError, match="--last_n=5 but the model has only 2 blocks"):
+        TRAIN_MODES["last_n"](model, FinetuneConfig(train="last_n", last_n=5))
+
+
+# ----------------------------------------------------------------------------- batching and the LM score
+
+
+def test_collate_pads_on_the_right():
+    task = finetune.TASKS["conll2003"]
+    tok = gpt2_tokenizer()
+    rows = [{"tokens": ["EU", "BRUSSELS"], "tags": ["B-ORG", "B-LOC"]}, {"tokens": ["Peter"], "tags": ["B-PER"]}]
+    examples = [encode_example(r, task, tok, 64, "test") for r in rows]
+    idx, mask, targets = collate(examples, "cpu")
+    assert mask.tolist() == [[True] * 4, [True, False, False, False]]
+    assert idx[0].tolist() == tok.encode("EU BRUSSELS") and idx[1, 0].item() == tok.encode("Peter")[0]
+    assert targets.tolist() == [[3, 5, -1, -1], [1, -1, -1, -1]]  # B-ORG, B-LOC on first pieces only
+
+
+def test_continuation_logprobs_matches_the_full_softmax():
+    gpt = tiny_gpt(seed=7)
+    contexts, continuations = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [3] * 20], [[10, 11], [12], [13, 14]]
+    scores = continuation_logprobs(gpt, contexts, continuations, batch_size=2, device="cpu")
+    for context, continuation, score in zip(contexts, continuations, scores):
+        seq = torch.tensor(context + continuation)[-(gpt.config.block_size + 1):]  # the block is 16
+        logp = F.log_softmax(gpt(seq[None, :-1])[0][0], dim=-1)  # (T, V)
+        n = len(continuation)
+        expected = logp[-n:].gather(1, seq[-n:, None]).sum()
+        assert_close(torch.tensor(score), expected, 1e-4, f"log P({continuation} | {context[:4]}...)")
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+
+def save_run(run_dir, vocab_size, tokenizer_meta, seed=0):
+    """A train.py-style run directory holding a tiny model's best.pt."""
+    torch.manual_seed(seed)
+    config = GPTConfig(block_size=48, vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=16)
+    run_dir.mkdir(parents=True)
+    save_checkpoint({"model": GPT(config).state_dict(), "model_args": asdict(config), "config": {},
+                     "tokenizer": tokenizer_meta, "iter_num": 0, "best_val_loss": 9.9}, run_dir / "best.pt")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    return save_run(tmp_path_factory.mktemp("pre") / "run", 50257, {"kind": "gpt2"})
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+SPAM = ["WIN a FREE prize now, call 0800", "URGENT! You have won cash, text CLAIM", "Free entry: txt WIN to 80082"]
+HAM = ["see you at lunch", "ok I am on my way home", "can you pick up some milk?", "haha that was fun last night"]
+
+
+@pytest.fixture(scope="module")
+def sms_data(tmp_path_factory):
+    """A tiny SMS-like task: train, val and test splits."""
+    d = tmp_path_factory.mktemp("sms")
+    rows = [{"text": t, "label": "spam"} for t in SPAM] + [{"text": t, "label": "ham"} for t in HAM]
+    for split in ("train", "val", "test"):
+        write_jsonl(d / f"{split}.jsonl", rows)
+    return d
+
+
+def run(argv):
+    finetune.main([str(a) for a in argv])
+
+
+QUICK = ["--device=cpu", "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--lr=1e-3"]
+
+
+@pytest.mark.parametrize("mode,head", [("full", "last"), ("lora", "attn_pool")])
+def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, capsys, mode, head):
+    out = tmp_path / "out"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", f"--train={mode}",
+         f"--head={head}", *QUICK])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"] == mode and metrics["head"] == head
+    assert set(metrics["val"]["per_class"]) == {"ham", "spam"} and metrics["test"]["n"] == 7
+    # the saved run is a plain GPT (LoRA merged), and it scores val as the model did while training
+    ckpt = load_checkpoint(out / "best.pt")
+    assert not any("lora" in name for name in ckpt["model"])
+    assert metrics["val"] == ckpt["val"]
+
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", [{"text": SPAM[0], "label": "spam"}, {"text": HAM[0], "label": "ham"}])
+    run([f"--out_dir={out}", f"--eval_file={eval_file}"])
+    report = json.loads((out / "eval.json").read_text())
+    assert report["n"] == 2 and sum(map(sum, report["confusion"])) == 2
+    assert {"accuracy", "macro_f1", "per_class", "confusion"} <= set(report)
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("free cash now\n\nsee you soon\n")
+    capsys.readouterr()
+    run([f"--out_dir={out}", f"--predict=FILE:{texts}"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2] for line in lines] == ["free cash now", "see you soon"]
+    assert all(line.split("\t")[0] in ("ham", "spam") for line in lines)
+
+
+def test_ner_run_scores_entities_and_tags_words(tmp_path, pretrained, capsys):
+    rows = [{"tokens": ["Peter", "Blackburn", "visited", "BRUSSELS"], "tags": ["B-PER", "I-PER", "O", "B-LOC"]},
+            {"tokens": ["The", "European", "Union", "said"], "tags": ["O", "B-ORG", "I-ORG", "O"]}]
+    for split in ("train", "val"):
+        write_jsonl(tmp_path / f"{split}.jsonl", rows)
+    out = tmp_path / "out"
+    run(["--task=conll2003", f"--init_from={pretrained}", f"--data_dir={tmp_path}", f"--out_dir={out}", *QUICK])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["head"] == "token" and "test" not in metrics
+    assert metrics["val"]["entities"]["overall"]["gold"] == 3  # PER, ORG, LOC
+    assert metrics["val_baseline"]["entities"]["overall"]["f1"] == 1.0  # every word seen in training
+
+    raw = tmp_path / "test.txt"  # CoNLL's own format, read by data/conll2003/prepare.py
+    raw.write_text("-DOCSTART- O\n\nPeter B-PER\nvisited O\nBRUSSELS B-LOC\n")
+    run([f"--out_dir={out}", f"--eval_file={raw}"])
+    report = json.loads((out / "eval.json").read_text())
+    assert report["entities"]["overall"]["gold"] == 2 and report["n"] == 3
+    assert report["baseline"]["entities"]["overall"]["f1"] == 1.0
+
+    capsys.readouterr()
+    run([f"--out_dir={out}", "--predict=Peter  visited BRUSSELS"])
+    words = capsys.readouterr().out.split()
+    assert [w.rsplit("/", 1)[0] for w in words] == ["Peter", "visited", "BRUSSELS"]
+    assert all(w.rsplit("/", 1)[1] in finetune.TASKS["conll2003"].labels for w in words)
+
+
+def test_zero_and_few_shot(tmp_path, pretrained, sms_data):
+    out = tmp_path / "zs"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--zero_shot=True",
+         "--shots=2", "--device=cpu"])
+    results = json.loads((out / "zero_shot.json").read_text())
+    assert results["shots"] == 2 and results["val"]["n"] == 7 and 0 <= results["test"]["accuracy"] <= 1
+
+
+def test_few_shot_prompt_shows_every_label():
+    task = finetune.TASKS["sms_spam"]
+    rows = [{"text": f"h{i}", "label": "ham"} for i in range(9)] + [{"text": "s0", "label": "spam"}]
+    prefix = finetune.few_shot_prefix(task, rows, 2, seed=0)
+    assert prefix.count(" ham\n\n") == 1 and prefix.count(" spam\n\n") == 1 and "s0" in prefix
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def bad_input_error(argv):
+    with pytest.raises(UserError) as e:
+        run(argv)
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("row,expected", [
+    ({"label": "ham"}, r"train.jsonl:2: missing column 'text'"),
+    ({"text": "hello"}, r"train.jsonl:2: missing column 'label'"),
+    ({"text": "hello", "label": "eggs"}, r"train.jsonl:2: unknown label 'eggs'"),
+    ({"text": "   ", "label": "ham"}, r"train.jsonl:2: empty text"),
+])
+def test_bad_rows_name_the_file_and_line(tmp_path, pretrained, row, expected):
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "fine", "label": "ham"}, row])
+    message = bad_input_error([f"--init_from={pretrained}", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}"])
+    assert expected in message
+
+
+def test_invalid_json_names_the_line(tmp_path, pretrained):
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "ham"}\n{"text": \n')
+    message = bad_input_error([f"--init_from={pretrained}", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}"])
+    assert "train.jsonl:2: not valid JSON" in message
+
+
+@pytest.mark.parametrize("option,expected", [
+    ("--head=cls", "unknown head 'cls'"),
+    ("--train=half", "unknown train mode 'half'"),
+    ("--lora_rank=0", "--lora_rank must be at least 1"),
+    ("--lora_targets=attn.c_attn,attn.q", "no layer 'attn.q' in a GPT block"),
+    ("--head=token", "--head=token does not fit sms_spam"),
+    ("--task=imdb", "unknown task 'imdb'"),
+])
+def test_bad_options(option, expected):
+    assert expected in bad_input_error([option])
+
+
+def test_char_checkpoint_for_a_bpe_sized_model_is_refused(tmp_path, sms_data):
+    run_dir = save_run(tmp_path / "char", 50257, {"kind": "char", "chars": "abc"})
+    message = bad_input_error([f"--init_from={run_dir}", f"--data_dir={sms_data}", f"--out_dir={tmp_path / 'o'}"])
+    assert "50257 token embeddings but its tokenizer 3 tokens" in message
+
+
+def test_text_the_char_tokenizer_cannot_encode_names_the_line(tmp_path, sms_data):
+    chars = "".join(sorted(set("".join(HAM[:2]))))  # every character of the first row, not of the rest
+    run_dir = save_run(tmp_path / "char", len(chars), {"kind": "char", "chars": chars})
+    write_jsonl(tmp_path / "train.jsonl", [{"text": HAM[0], "label": "ham"}, {"text": SPAM[0], "label": "spam"}])
+    message = bad_input_error([f"--init_from={run_dir}", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}"])
+    assert "train.jsonl:2:" in message and "characters outside the tokenizer" in message
+
+
+def test_empty_eval_file(tmp_path, pretrained, sms_data):
+    out = tmp_path / "out"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", *QUICK[:2]])
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert "empty.jsonl: no examples" in bad_input_error([f"--out_dir={out}", f"--eval_file={tmp_path / 'empty.jsonl'}"])
+
+
+def test_a_pretrained_run_is_not_a_finetuned_one(pretrained):
+    assert "is a pretrained model, not a finetuned one" in bad_input_error([f"--out_dir={pretrained}", "--predict=hi"])
+
+
+def test_init_from_nowhere(tmp_path):
+    assert "--init_from=" in bad_input_error([f"--init_from={tmp_path / 'nothing'}"])
+
+
+def test_the_command_line_prints_one_line_and_exits_2():
+    result = subprocess.run([sys.executable, "finetune.py", "--train=half"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown train mode 'half'") and result.stderr.count("\n") == 1

@@ -1,0 +1,100 @@
+"""
+Heads (heads.py): padding never changes a head's output, pooling reads only real tokens, and a
+word's label sits on its first BPE piece.
+
+    python -m pytest tests/test_heads.py -q
+"""
+
+import pytest
+import torch
+
+from conftest import assert_close, spread_weights, tiny_gpt
+from finetune import Classifier
+from heads import HEADS, align_word_labels, build_head, last_real_index, word_predictions
+from tokenizer import gpt2_tokenizer
+
+
+def padded_batch(rows, pad_ids):
+    """Right-pad the rows with the given ids (anything a real pad could be). -> idx (B, T), mask (B, T)"""
+    T = max(len(r) for r in rows)
+    idx = torch.tensor([r + pad_ids[: T - len(r)] for r in rows])
+    mask = torch.tensor([[True] * len(r) + [False] * (T - len(r)) for r in rows])
+    return idx, mask
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+@pytest.mark.parametrize("head_name", list(HEADS))
+def test_padding_never_changes_the_logits(head_name, attention):
+    torch.manual_seed(0)
+    gpt = tiny_gpt(seed=5, attention=attention)
+    head = build_head(head_name, gpt.config.n_embd, 3)
+    if head_name == "attn_pool":
+        torch.nn.init.normal_(head.query, std=1.0)  # a zero query is mean pooling: make it attend unevenly
+    model = Classifier(gpt, spread_weights(head, 6)).eval()
+    g = torch.Generator().manual_seed(1)
+    rows = [torch.randint(0, 37, (n,), generator=g).tolist() for n in (3, 9, 1, 16)]
+    pads = [torch.randint(0, 37, (16,), generator=g).tolist() for _ in range(2)]
+    with torch.no_grad():
+        batched = [model(*padded_batch(rows, pad)) for pad in pads]  # two different paddings
+        for i, row in enumerate(rows):
+            alone = model(*padded_batch([row], []))[0]  # (L,) or (T, L)
+            for b in batched:
+                in_batch = b[i, : len(row)] if head.per_token else b[i]
+                assert_close(in_batch, alone, 1e-5, f"{head_name} ({attention}): row {i} alone vs padded")
+
+
+def test_last_real_index_hand_case():
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    assert last_real_index(mask).tolist() == [1, 3, 0, 3]  # the last row is left-padded: still right
+
+
+def test_mean_and_zero_query_attention_pool_average_only_real_tokens():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, -100.0]]])  # (1, 3, 2): the last is padding
+    mask = torch.tensor([[True, True, False]])
+    expected = torch.tensor([[2.0, 3.0]])
+    assert_close(HEADS["mean"](2, 2).pool(hidden, mask), expected, 1e-6, "mean pool")
+    assert_close(HEADS["attn_pool"](2, 2).pool(hidden, mask), expected, 1e-6, "attention pool, zero query")
+    assert_close(HEADS["last"](2, 2).pool(hidden, mask), torch.tensor([[3.0, 4.0]]), 1e-6, "last real token")
+
+
+def test_registry():
+    assert {"last", "mean", "attn_pool", "mlp", "token"} <= set(HEADS)
+    assert all(HEADS[name].name == name for name in HEADS)
+    assert [name for name, cls in HEADS.items() if cls.per_token] == ["token"]
+    with pytest.raises(ValueError, match="unknown head 'cls'"):
+        build_head("cls", 8, 2)
+
+
+class PiecesOfThree:
+    """A toy tokenizer that cuts text into pieces of at most three characters, one id per piece."""
+
+    def __init__(self):
+        self.vocab = {}
+
+    def encode(self, text):
+        return [self.vocab.setdefault(text[i : i + 3], len(self.vocab)) for i in range(0, len(text), 3)]
+
+
+def test_first_piece_carries_the_label():
+    words, labels = ["Peter", "Blackburn", "of", "EU"], [1, 2, 0, 3]
+    tok = PiecesOfThree()
+    ids, token_labels, first_pieces = align_word_labels(tok, words, labels)
+    # "Pet|er", " Bl|ack|bur|n", " of", " EU"
+    assert len(ids) == 2 + 4 + 1 + 1
+    assert token_labels == [1, -1, 2, -1, -1, -1, 0, 3]
+    assert first_pieces == [0, 2, 6, 7]
+    token_predictions = [5, 9, 6, 9, 9, 9, 7, 8]  # only positions 0, 2, 6 and 7 count
+    assert word_predictions(token_predictions, first_pieces, default=0) == [5, 6, 7, 8]
+    # cut after 5 tokens: the last two words were never scored and get the default
+    assert word_predictions(token_predictions[:5], first_pieces, default=0) == [5, 6, 0, 0]
+
+
+def test_alignment_with_gpt2_bpe():
+    tok = gpt2_tokenizer()
+    words, labels = ["BRUSSELS", "1996-08-22", "EU"], [5, 0, 3]
+    ids, token_labels, first_pieces = align_word_labels(tok, words, labels)
+    assert tok.decode(ids) == "BRUSSELS 1996-08-22 EU"
+    pieces = [tok.encode(w) for w in ("BRUSSELS", " 1996-08-22", " EU")]
+    assert [len(p) for p in pieces] == [3, 5, 1]  # the test needs words that split
+    assert first_pieces == [0, 3, 8]
+    assert token_labels == [5, -1, -1, 0, -1, -1, -1, -1, 3]
