@@ -123,7 +123,9 @@ def align_word_labels(tokenizer, words, labels):
     """Tokenize a sentence word by word. A word may become several pieces (" Blackburn" -> " Black",
     "burn"): its first piece carries the word's label and the others get -1, which the loss ignores.
     Returns the token ids, one label per token, and the position of each word's first piece.
-    Words after the first are encoded with a leading space, as they appear inside GPT-2's text."""
+    Words after the first are encoded with a leading space, as they appear inside GPT-2's text.
+    A causal model tags a word having read only its first piece and the words before it: the tag
+    of "Peter" in "Peter Blackburn" is chosen before "Blackburn" is seen."""
     ids, token_labels, first_pieces = [], [], []
     for i, (word, label) in enumerate(zip(words, labels)):
         pieces = tokenizer.encode(word if i == 0 else " " + word)
