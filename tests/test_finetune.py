@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bench_finetune
 import finetune
 from checkpoint import load_checkpoint, save_checkpoint
 from cli import UserError
@@ -338,3 +339,17 @@ def test_the_command_line_prints_one_line_and_exits_2():
     result = subprocess.run([sys.executable, "finetune.py", "--train=half"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown train mode 'half'") and result.stderr.count("\n") == 1
+
+
+def test_bench_table_runs_each_cell_once(tmp_path, pretrained, sms_data):
+    config = tmp_path / "finetune_tiny.py"
+    config.write_text(f"task = 'sms_spam'\ndata_dir = {str(sms_data)!r}\nbatch_size = 4\nwarmup_iters = 1\n")
+    argv = [f"--config={config}", f"--inits={pretrained}", "--modes=head", "--heads=last,mean",
+            "--max_iters=2", "--device=cpu", f"--out_dir={tmp_path / 'bench'}"]
+    bench_finetune.main(argv)
+    rows = [line for line in (tmp_path / "bench" / "table.md").read_text().splitlines() if line.startswith(f"| {pretrained}")]
+    assert [row.split(" | ")[1:3] for row in rows] == [["head", "last"], ["head", "mean"]]
+    saved = tmp_path / "bench" / "run-head-last" / "best.pt"
+    before = saved.stat().st_mtime_ns
+    bench_finetune.main(argv)  # a finished cell is read back, not trained again
+    assert saved.stat().st_mtime_ns == before
