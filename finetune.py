@@ -20,12 +20,12 @@ Every field of FinetuneConfig below is a --key=value option; config/finetune_*.p
 """
 
 import copy
-import importlib
 import json
 import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,9 @@ import torch.nn.functional as F
 import runtime
 from checkpoint import load_model, save_checkpoint
 from cli import UserError, parse_config, run_main
+from data.conll2003 import prepare as conll2003
+from data.sms_spam import prepare as sms_spam
+from data.sst2 import prepare as sst2
 from heads import HEADS, align_word_labels, build_head, word_predictions
 from lora import LORA_TARGETS, LoRALinear, apply_lora, merge_lora
 from metrics import classification_report, format_report, headline, score
@@ -50,8 +53,9 @@ ROOT = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Task:
-    labels: tuple  # the class names, or for tagging the IOB2 tags
+    labels: tuple  # the class names, or for tagging the IOB2 tags: the data's prepare.py lists them
     per_token: bool  # True: one label per word (tagging); False: one per text
+    read_raw: Callable  # path -> rows: reads a file in the data set's own format (its prepare.py)
     test_split: str | None  # the held-out split's file, <data_dir>/<test_split>.jsonl; None: not given
     template: str = ""  # zero-shot prompt; {text} is replaced by the example's text
     verbalizers: dict = field(default_factory=dict)  # label -> the word the LM is scored on after the prompt
@@ -59,18 +63,17 @@ class Task:
 
 TASKS = {
     "sms_spam": Task(
-        labels=("ham", "spam"), per_token=False, test_split="test",
+        labels=sms_spam.LABELS, per_token=False, read_raw=sms_spam.read_examples, test_split="test",
         template="Text message: {text}\nIs this message spam or ham? Answer:",
         verbalizers={"ham": " ham", "spam": " spam"},
     ),
-    "sst2": Task(
-        labels=("negative", "positive"), per_token=False, test_split="dev",  # GLUE's dev: its test has no labels
+    "sst2": Task(  # GLUE's dev split is the test: GLUE's own test split has no labels
+        labels=sst2.LABELS, per_token=False, read_raw=sst2.read_examples, test_split="dev",
         template="Review: {text}\nIs this review positive or negative? Answer:",
         verbalizers={"negative": " negative", "positive": " positive"},
     ),
-    "conll2003": Task(
-        labels=("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"),
-        per_token=True, test_split=None,  # CoNLL's test split is not given: score one with --eval_file
+    "conll2003": Task(  # CoNLL's test split is not given here: score one with --eval_file
+        labels=conll2003.LABELS, per_token=True, read_raw=conll2003.read_examples, test_split=None,
     ),
 }
 
@@ -167,10 +170,11 @@ class FinetuneConfig:
             self.head = "token" if TASKS[self.task].per_token else "last"
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
-        if HEADS[self.head].per_token != TASKS[self.task].per_token:
-            kind = "each word" if TASKS[self.task].per_token else "each text"
-            raise ValueError(f"--head={self.head} does not fit {self.task}, which labels {kind}; "
-                             f"choose from {', '.join(n for n, h in HEADS.items() if h.per_token == TASKS[self.task].per_token)}")
+        per_token = TASKS[self.task].per_token
+        if HEADS[self.head].per_token != per_token:
+            fitting = [name for name, head in HEADS.items() if head.per_token == per_token]
+            raise ValueError(f"--head={self.head} does not fit {self.task}, which labels "
+                             f"{'each word' if per_token else 'each text'}; choose from {', '.join(fitting)}")
         if self.train not in TRAIN_MODES:
             raise ValueError(f"unknown train mode {self.train!r}; choose one of {', '.join(TRAIN_MODES)}")
         if self.lora_rank < 1:
@@ -201,13 +205,13 @@ class Example:
 
 def read_rows(path, task_name):
     """(where, row) pairs of a labelled file, where is "FILE:LINE" for error messages. A .jsonl file
-    is read here; any other file is parsed by the task's data/<task>/prepare.py read_examples."""
+    is read here; any other file is parsed by the task's data/<task>/prepare.py (Task.read_raw)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; run python data/{task_name}/prepare.py first, or check the path")
     if path.suffix != ".jsonl":
-        prepare = importlib.import_module(f"data.{task_name}.prepare")
-        return [(f"{path}: example {i}", row) for i, row in enumerate(prepare.read_examples(path), start=1)]
+        rows = TASKS[task_name].read_raw(path)
+        return [(f"{path}: example {i}", row) for i, row in enumerate(rows, start=1)]
     pairs = []
     for lineno, line in numbered_lines(path):
         if not line.strip():
@@ -450,6 +454,22 @@ def get_lr(it, cfg, max_iters):
     return cfg.lr * max(0.0, (max_iters - it) / max(1, max_iters - cfg.warmup_iters))
 
 
+def train_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
+    """Forward, backward and one optimizer step on a batch of examples; returns the loss."""
+    idx, mask, targets = collate(batch, device)
+    with ctx:
+        logits = classifier(idx, mask)
+    loss = masked_cross_entropy(logits.float(), targets)  # targets of -1 (padding, later pieces) skipped
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradient, not the float16-scaled one
+        torch.nn.utils.clip_grad_norm_(classifier.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 def finetune(cfg):
     task = TASKS[cfg.task]
     torch.manual_seed(cfg.seed)
@@ -459,7 +479,8 @@ def finetune(cfg):
 
     gpt, tokenizer = load_pretrained(cfg)
     max_len = min(cfg.max_len, gpt.config.block_size)
-    train_set = load_examples(split_path(cfg.data_dir, cfg.task, "train"), cfg.task, tokenizer, max_len, cfg.max_train)
+    train_path = split_path(cfg.data_dir, cfg.task, "train")
+    train_set = load_examples(train_path, cfg.task, tokenizer, max_len, cfg.max_train)
     val_set = load_examples(split_path(cfg.data_dir, cfg.task, "val"), cfg.task, tokenizer, max_len)
     print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
 
@@ -470,7 +491,7 @@ def finetune(cfg):
           f"({100 * trainable / total:.2f}%)")
     classifier.to(device)
 
-    params = [p for p in classifier.parameters() if p.requires_grad]
+    params = [p for p in classifier.parameters() if p.requires_grad]  # AdamW skips frozen ones
     # the fused kernel updates all parameters in a few passes: ~10x faster on a CPU than the default
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.split(":")[0] in ("cuda", "cpu"))
@@ -487,17 +508,7 @@ def finetune(cfg):
         lr = get_lr(it, cfg, max_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        idx, mask, targets = collate(next(batches), device)
-        with ctx:
-            logits = classifier(idx, mask)
-        loss = masked_cross_entropy(logits.float(), targets)  # targets of -1 (padding, later pieces) skipped
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(classifier, optimizer, scaler, next(batches), cfg.grad_clip, device, ctx)
         if it % cfg.log_interval == 0:
             print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - t0:.0f}s")
         if (it + 1) % eval_interval == 0 or it + 1 == max_iters:
@@ -517,7 +528,8 @@ def finetune(cfg):
                "best_iter": ckpt["iter_num"], "train_seconds": round(train_seconds, 1)}
     splits = {"val": val_set}
     if task.test_split:
-        splits["test"] = load_examples(split_path(cfg.data_dir, cfg.task, task.test_split), cfg.task, tokenizer, max_len)
+        test_path = split_path(cfg.data_dir, cfg.task, task.test_split)
+        splits["test"] = load_examples(test_path, cfg.task, tokenizer, max_len)
     for name, examples in splits.items():
         metrics[name] = evaluate(classifier, examples, task.labels, cfg.batch_size, device, ctx)
         print(f"--- {name}\n{format_report(metrics[name])}")
@@ -584,7 +596,8 @@ def continuation_logprobs(gpt, contexts, continuations, batch_size, device):
     scores = []
     for start in range(0, len(contexts), batch_size):
         rows = []
-        for context, continuation in zip(contexts[start : start + batch_size], continuations[start : start + batch_size]):
+        pairs = zip(contexts[start : start + batch_size], continuations[start : start + batch_size])
+        for context, continuation in pairs:
             seq = (context + continuation)[-(block + 1):]
             rows.append(Example({}, seq[:-1], [-1] * (len(seq) - 1 - len(continuation)) + continuation))
         idx, mask, targets = collate(rows, device)  # targets (B, T): the continuation's tokens, else -1

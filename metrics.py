@@ -89,15 +89,16 @@ def headline(report):
 
 
 def format_report(report):
+    """The report as lines of text for the console."""
     lines = [f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  ({report['n']} labelled)"]
     for label, c in report["per_class"].items():
         lines.append(f"  {label:>8}  P {c['precision']:.4f}  R {c['recall']:.4f}  F1 {c['f1']:.4f}  n {c['support']}")
     lines.append("  confusion (rows: gold, columns: predicted, in the order above)")
     lines += ["    " + " ".join(f"{n:6d}" for n in row) for row in report["confusion"]]
     if "entities" in report:
-        e = report["entities"]
-        lines.append(f"  entities  P {e['overall']['precision']:.4f}  R {e['overall']['recall']:.4f}  "
-                     f"F1 {e['overall']['f1']:.4f}  ({e['overall']['gold']} gold, {e['overall']['predicted']} predicted)")
-        for kind, c in e["per_type"].items():
+        overall = report["entities"]["overall"]
+        lines.append(f"  entities  P {overall['precision']:.4f}  R {overall['recall']:.4f}  F1 {overall['f1']:.4f}  "
+                     f"({overall['gold']} gold, {overall['predicted']} predicted)")
+        for kind, c in report["entities"]["per_type"].items():
             lines.append(f"  {kind:>8}  P {c['precision']:.4f}  R {c['recall']:.4f}  F1 {c['f1']:.4f}")
     return "\n".join(lines)
