@@ -45,6 +45,7 @@ from metrics import classification_report, format_report, headline, score
 from model import GPT, GPTConfig, masked_cross_entropy
 from sources import numbered_lines
 from tokenizer import gpt2_tokenizer, load_tokenizer
+from train import optimizer_step
 
 ROOT = Path(__file__).resolve().parent
 
@@ -461,12 +462,7 @@ def train_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
         logits = classifier(idx, mask)
     loss = masked_cross_entropy(logits.float(), targets)  # targets of -1 (padding, later pieces) skipped
     scaler.scale(loss).backward()
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)  # clip the true gradient, not the float16-scaled one
-        torch.nn.utils.clip_grad_norm_(classifier.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer_step(classifier, optimizer, scaler, grad_clip)
     return loss
 
 

@@ -37,9 +37,9 @@ class TrainConfig:
     # the defaults are the built-in CPU run: a few minutes on a laptop, then a sample
     # I/O
     out_dir: str = "out-shakespeare-char"
-    eval_interval: int = 250  # evaluate and checkpoint every this many iterations
-    log_interval: int = 10
-    eval_iters: int = 50  # batches per evaluation of the train and val loss
+    eval_interval: int = 500  # evaluate and checkpoint every this many iterations
+    log_interval: int = 50
+    eval_iters: int = 40  # batches per evaluation of the train and val loss
     eval_only: bool = False  # evaluate once and exit
     always_save_checkpoint: bool = True  # write last.pt at every evaluation (best.pt only when val improves)
     init_from: str = "scratch"  # "scratch", "resume" (from out_dir/last.pt) or a GPT-2 Hugging Face directory
@@ -51,7 +51,7 @@ class TrainConfig:
     dataset: str = "shakespeare_char"  # data/<dataset>/prepare.py makes train.bin, val.bin, meta.json
     data_dir: str = ""  # where those files are; default data/<dataset>
     gradient_accumulation_steps: int = 1  # micro-steps per iteration, over all DDP ranks together
-    batch_size: int = 16  # sequences per micro-step
+    batch_size: int = 8  # sequences per micro-step
     block_size: int = 128
     # model
     n_layer: int = 4
@@ -62,14 +62,14 @@ class TrainConfig:
     attention: str = "sdpa"  # "manual" or "sdpa"
     # AdamW with linear warmup, then cosine decay to min_lr
     learning_rate: float = 2e-3
-    max_iters: int = 3000
+    max_iters: int = 1650
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
     decay_lr: bool = True
     warmup_iters: int = 100
-    lr_decay_iters: int = 3000  # usually max_iters
+    lr_decay_iters: int = 1650  # usually max_iters
     min_lr: float = 2e-4  # usually learning_rate / 10
     # system
     backend: str = "nccl"  # DDP backend: nccl on GPUs, gloo on CPUs
@@ -206,13 +206,18 @@ def train_step(model, optimizer, scaler, micro_batches, grad_clip, ctx, device):
             # loss, so clipping and the learning rate see the same gradient as one big batch would
             scaler.scale(loss / len(micro_batches)).backward()
         total += loss.detach()
+    optimizer_step(model, optimizer, scaler, grad_clip)
+    return total / len(micro_batches)
+
+
+def optimizer_step(model, optimizer, scaler, grad_clip):
+    """Clip the gradient's norm to grad_clip (0: no clipping), step, and clear the gradients."""
     if grad_clip > 0:
         scaler.unscale_(optimizer)  # clip the true gradient, not the float16-scaled one
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return total / len(micro_batches)
 
 
 @torch.no_grad()

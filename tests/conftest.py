@@ -12,6 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import model,
 
 from model import GPT, GPTConfig  # noqa: E402
 
+# the tests' models are tiny: one thread runs them faster, and a busy second core can't stall them
+torch.set_num_threads(1)
+
 
 def max_error(actual, expected, relative=False):
     """max |actual - expected|, divided by max |expected| when relative, compared in float64."""
