@@ -295,6 +295,9 @@ class GPT(nn.Module):
         path = Path(path)
         with open(path / "config.json") as f:
             hf = json.load(f)
+        # the math below is GPT-2's: refuse a config that asks for other math rather than load it wrongly
+        if hf.get("activation_function", "gelu_new") != "gelu_new" or hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
+            raise ValueError(f"{path}/config.json: only GPT-2's tanh GELU and LayerNorm eps 1e-5 are supported")
         config = GPTConfig(
             block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
             n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=dropout, bias=True,
@@ -307,6 +310,8 @@ class GPT(nn.Module):
         for name in ours:
             if name == "lm_head.weight":
                 continue  # tied to transformer.wte.weight
+            if name not in theirs:
+                raise ValueError(f"{path}: the weights lack {name}; is this a GPT-2 checkpoint?")
             weight = theirs[name]
             if name.endswith(transposed):
                 weight = weight.t()
