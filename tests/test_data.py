@@ -16,6 +16,7 @@ import data.conll2003.prepare as conll2003
 import data.shakespeare.prepare as shakespeare
 import data.shakespeare_char.prepare as shakespeare_char
 import data.sms_spam.prepare as sms_spam
+import data.sms_spam_lm.prepare as sms_spam_lm
 import data.sst2.prepare as sst2
 import sources
 from cli import UserError
@@ -158,6 +159,20 @@ def test_sms_split_is_stratified_complete_and_reproducible(tmp_path):
     split = sources.read_json(tmp_path / "a" / "split.json")
     assert split["seed"] == sms_spam.SEED
     assert split["counts"] == {name: dict(Counter(r["label"] for r in rows)) for name, rows in parts.items()}
+
+
+def test_sms_lm_corpus_holds_the_train_texts_only(tmp_path):
+    """Pretraining on the SMS texts must not see a val or test message: the corpus is exactly the
+    train split's texts, each ended by <|endoftext|>, its last 10% of messages the LM's val."""
+    sms_spam.prepare(out_dir=tmp_path / "sms")
+    sms_spam_lm.prepare(input_path=tmp_path / "sms" / "train.jsonl", out_dir=tmp_path / "lm")
+    texts = [row["text"] for row in sources.read_jsonl(tmp_path / "sms" / "train.jsonl")]
+    n = int(len(texts) * sms_spam_lm.TRAIN_FRACTION)
+    eot = "<|endoftext|>"
+    assert decoded_splits(tmp_path / "lm") == ["".join(t + eot for t in texts[:n]), "".join(t + eot for t in texts[n:])]
+    tok = gpt2_tokenizer()
+    assert sources.read_tokens(tmp_path / "lm" / "val.bin").tolist() == sms_spam_lm.encode_messages(tok, texts[n:])
+    assert sources.read_tokens(tmp_path / "lm" / "val.bin")[-1] == tok.eot_token
 
 
 def test_sst2_parsing_and_held_out_val(tmp_path):
