@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from cli import UserError
+from model import GPT, GPTConfig
 
 
 def save_checkpoint(obj, path):
@@ -82,8 +83,6 @@ def load_hf_state_dict(directory):
 def load_model(out_dir, which="best"):
     """The model of a train.py run (out_dir/best.pt or last.pt) and its checkpoint dict, whose
     "tokenizer" entry says how to turn text into the model's tokens (see tokenizer.load_tokenizer)."""
-    from model import GPT, GPTConfig
-
     ckpt = load_checkpoint(Path(out_dir) / f"{which}.pt")
     model = GPT(GPTConfig(**ckpt["model_args"]))
     model.load_state_dict(ckpt["model"])

@@ -12,6 +12,7 @@ Pretrain a GPT with the next-token loss.
 Every field of TrainConfig below is a --key=value option; config/*.py files set several at once.
 """
 
+import importlib
 import json
 import math
 import time
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 import runtime
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import load_model, save_checkpoint
 from cli import UserError, parse_config, run_main
 from model import GPT, GPTConfig
 from tokenizer import load_tokenizer
@@ -146,7 +147,6 @@ def find_data(cfg):
             known = sorted(p.parent.name for p in (ROOT / "data").glob("*/prepare.py"))
             raise UserError(f"no train.bin in {data_dir}; --dataset takes one of {', '.join(known)}, "
                             f"or --data_dir a folder holding train.bin, val.bin and meta.json")
-        import importlib
         print(f"{data_dir / 'train.bin'} is missing: preparing the {cfg.dataset} dataset")
         importlib.import_module(f"data.{cfg.dataset}.prepare").prepare()
         if not (data_dir / "train.bin").is_file():
@@ -163,10 +163,7 @@ def init_model(cfg, vocab_size):
     if cfg.init_from == "scratch":
         return GPT(cfg.model_config(vocab_size)), None
     if cfg.init_from == "resume":
-        ckpt = load_checkpoint(Path(cfg.out_dir) / "last.pt")
-        model = GPT(GPTConfig(**ckpt["model_args"]))
-        model.load_state_dict(ckpt["model"])
-        return model, ckpt
+        return load_model(cfg.out_dir, "last")
     if not Path(cfg.init_from, "config.json").is_file():
         raise UserError(f"--init_from takes scratch, resume or a GPT-2 directory with config.json; "
                         f"got {cfg.init_from!r}")
