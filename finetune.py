@@ -491,7 +491,7 @@ def finetune(cfg):
     # the fused kernel updates all parameters in a few passes: ~10x faster on a CPU than the default
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.split(":")[0] in ("cuda", "cpu"))
-    scaler = torch.amp.GradScaler(enabled=dtype == "float16")  # float16 gradients underflow without scaling
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")  # float16 gradients underflow without scaling
     batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     max_iters = cfg.max_iters or math.ceil(cfg.epochs * batches_per_epoch)
     eval_interval = cfg.eval_interval or batches_per_epoch
