@@ -5,7 +5,7 @@ attention; and sampling tokens/s with and without the KV cache. Prints tables (R
     python bench.py                               # the nanoGPT CPU recipe's model (4 layers, 128 dims, block 64)
     python bench.py --compile_modes=eager,compile --attentions=manual,sdpa
     python bench.py config/bench_gpt2.py          # GPT-2 124M, block 1024, bf16 on a GPU
-    python bench.py --what=sample --block_size=256 --max_new_tokens=500
+    python bench.py --what=sample --block_size=256 --max_new_tokens=500 --window_step=128
 """
 
 import time
@@ -38,6 +38,7 @@ class BenchConfig:
     # sampling
     max_new_tokens: int = 500
     num_samples: int = 1
+    window_step: int = 1  # above 1, also time generate(window_step=...) with the cache
     # system
     device: str = "auto"
     dtype: str = "auto"
@@ -49,6 +50,8 @@ class BenchConfig:
         for mode in self.compile_modes.split(","):
             if mode not in ("eager", "compile"):
                 raise ValueError(f"compile_modes takes eager and/or compile, got {mode!r}")
+        if not 1 <= self.window_step <= self.block_size:
+            raise ValueError(f"window_step must be between 1 and block_size ({self.block_size}), got {self.window_step}")
         if self.steps <= 0 or self.warmup_steps < 0:
             raise ValueError("steps must be positive and warmup_steps zero or more")
 
@@ -96,7 +99,7 @@ def bench_train(cfg, device, dtype, attention, compile_mode, peak):
     return {"ms/iter": dt * 1000, "tokens/s": tokens / dt, "MFU": f"{mfu * 100:.1f}%" if mfu else "-"}
 
 
-def bench_sample(cfg, device, dtype, attention, use_cache):
+def bench_sample(cfg, device, dtype, attention, use_cache, window_step):
     """Tokens/s of generate() from a one-token prompt, greedy, with or without the KV cache."""
     model = build_model(cfg, attention, device).eval()
     idx = torch.zeros((cfg.num_samples, 1), dtype=torch.long, device=device)
@@ -104,7 +107,7 @@ def bench_sample(cfg, device, dtype, attention, use_cache):
         model.generate(idx, 8, temperature=0, use_cache=use_cache)  # warm up
         sync(device)
         t0 = time.perf_counter()
-        model.generate(idx, cfg.max_new_tokens, temperature=0, use_cache=use_cache)
+        model.generate(idx, cfg.max_new_tokens, temperature=0, use_cache=use_cache, window_step=window_step)
         sync(device)
     dt = time.perf_counter() - t0
     return {"tokens/s": cfg.num_samples * cfg.max_new_tokens / dt, "ms/token": dt * 1000 / cfg.max_new_tokens}
@@ -144,9 +147,11 @@ def main(argv):
                 rows.append({"mode": compile_mode, "attention": attention, **result})
     else:
         for attention in cfg.attentions.split(","):
-            for use_cache in (False, True):
-                result = bench_sample(cfg, device, dtype, attention, use_cache)
-                rows.append({"attention": attention, "kv cache": "yes" if use_cache else "no", **result})
+            runs = [(False, 1), (True, 1)] + ([(True, cfg.window_step)] if cfg.window_step > 1 else [])
+            for use_cache, window_step in runs:
+                result = bench_sample(cfg, device, dtype, attention, use_cache, window_step)
+                rows.append({"attention": attention, "kv cache": "yes" if use_cache else "no",
+                             "window_step": window_step, **result})
     print_table(rows)
 
 

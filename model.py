@@ -247,19 +247,33 @@ class GPT(nn.Module):
             block.attn.causal = block.attn.causal[:block_size, :block_size]
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
+                 window_step=1):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens; temperature 0 is greedy.
-        Call model.eval() first, so that dropout is off."""
+        Call model.eval() first, so that dropout is off.
+
+        Once the text outgrows block_size the context window slides. Positions are learned, so a slide
+        moves every token to a new position and the cached keys and values go stale: the cache is rebuilt
+        from the window's tokens. window_step says how far the window moves at once. With 1 (the default)
+        it moves every token and each token sees exactly the last block_size tokens, as without a cache;
+        then the cache only helps until the window first fills. With s > 1 it moves s tokens at once and
+        the rebuilt cache serves the next s - 1 tokens, so a token sees between block_size - s + 1 and
+        block_size tokens of context: faster, no longer equal to recomputation past block_size."""
         block_size = self.config.block_size
+        if not 1 <= window_step <= block_size:
+            raise ValueError(f"window_step must be between 1 and block_size ({block_size}), got {window_step}")
         cache = KVCache(self.config.n_layer) if use_cache else None
+        start = max(0, idx.size(1) - block_size)  # where the context window begins in idx
         for _ in range(max_new_tokens):
-            if cache is not None and idx.size(1) <= block_size:
-                # feed only the tokens the cache has not seen: the whole prompt first, then one at a time
-                logits, _ = self(idx[:, len(cache):], cache=cache)
-            else:
-                # once the context is longer than block_size the window slides, every token moves to
-                # a new position and cached keys go stale: recompute over the last block_size tokens
+            if cache is None:
                 logits, _ = self(idx[:, -block_size:])
+            else:
+                if idx.size(1) - start > block_size:
+                    # the newest token does not fit: slide the window and rebuild the cache from it
+                    start = idx.size(1) - (block_size - window_step + 1)
+                    cache = KVCache(self.config.n_layer)
+                # feed only the tokens the cache has not seen: the whole window first, then one at a time
+                logits, _ = self(idx[:, start + len(cache):], cache=cache)
             idx_next = sample_next_token(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx

@@ -4,6 +4,7 @@ Sample text from a trained model, or from OpenAI's GPT-2 weights.
     python sample.py                                    # from the default run, out-shakespeare-char
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 --max_new_tokens=200
     python sample.py --start=FILE:prompt.txt --temperature=0.7 --top_p=0.9
+    python sample.py --max_new_tokens=2000 --window_step=64   # long texts fast, not exact (see GPT.generate)
     python sample.py --init_from=path/to/gpt2 --start="The meaning of life is"   # a Hugging Face GPT-2 folder
 """
 
@@ -31,6 +32,7 @@ class SampleConfig:
     top_k: int | None = 200  # keep only the k likeliest tokens (None: all)
     top_p: float | None = None  # keep the likeliest tokens whose probabilities add up to p (None: all)
     kv_cache: bool = True  # reuse keys and values of earlier tokens instead of recomputing them
+    window_step: int = 1  # past block_size, slide the context this many tokens at once (see GPT.generate)
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -44,6 +46,8 @@ class SampleConfig:
             raise ValueError(f"top_k must be positive (or None), got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
+        if self.window_step < 1:
+            raise ValueError(f"window_step must be 1 or more, got {self.window_step}")
         if self.checkpoint not in ("best", "last"):
             raise ValueError(f"checkpoint must be best or last, got {self.checkpoint!r}")
 
@@ -68,7 +72,7 @@ def read_prompt(start):
 
 
 def generate_text(model, tokenizer, prompt, max_new_tokens, temperature=0.8, top_k=200, top_p=None,
-                  num_samples=1, use_cache=True):
+                  num_samples=1, use_cache=True, window_step=1):
     """Continue prompt num_samples times; returns the texts, prompt included."""
     ids = tokenizer.encode(prompt)
     if not ids:
@@ -76,10 +80,13 @@ def generate_text(model, tokenizer, prompt, max_new_tokens, temperature=0.8, top
     if len(ids) > model.config.block_size:
         raise UserError(f"the prompt is {len(ids)} tokens long, more than the model's block_size "
                         f"({model.config.block_size}); shorten it")
+    if window_step > model.config.block_size:
+        raise UserError(f"--window_step={window_step} is more than the model's block_size "
+                        f"({model.config.block_size}); use 1 to {model.config.block_size}")
     device = next(model.parameters()).device
     idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (num_samples, T)
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         use_cache=use_cache)
+                         use_cache=use_cache, window_step=window_step)
     return [tokenizer.decode(row.tolist()) for row in out]
 
 
@@ -93,7 +100,7 @@ def main(argv):
     prompt = read_prompt(cfg.start)
     with runtime.autocast(device, dtype):
         texts = generate_text(model, tokenizer, prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
-                              cfg.top_p, cfg.num_samples, cfg.kv_cache)
+                              cfg.top_p, cfg.num_samples, cfg.kv_cache, cfg.window_step)
     for text in texts:
         print(text)
         print("-" * 40)

@@ -129,6 +129,12 @@ def test_sample_prompt_outside_the_vocabulary(run_dir, capsys, monkeypatch):
     assert "outside" in err and "é" in err and "☃" in err
 
 
+def test_sample_window_step_past_block_size(run_dir, capsys, monkeypatch):
+    err = fails_in_one_line(sample.main, [f"--out_dir={run_dir}", "--window_step=33", "--device=cpu"],
+                            capsys, monkeypatch)
+    assert "--window_step=33 is more than the model's block_size (32)" in err
+
+
 def test_sample_missing_prompt_file(run_dir, capsys, monkeypatch):
     err = fails_in_one_line(sample.main, [f"--out_dir={run_dir}", "--start=FILE:nope.txt"], capsys, monkeypatch)
     assert "prompt file nope.txt not found" in err

@@ -14,11 +14,16 @@ from model import KVCache, sample_next_token
 PATHS = ["manual", "sdpa"]
 
 
-def greedy_reference(model, idx, max_new_tokens):
-    """Recompute everything each step: crop to the last block_size tokens, forward, argmax."""
+def greedy_reference(model, idx, max_new_tokens, window_step=1):
+    """Recompute everything each step over a context that grows by one token per step up to block_size;
+    when it would outgrow block_size it falls back to block_size - window_step + 1 tokens (with 1: the
+    last block_size tokens, always). Forward, argmax."""
+    block_size = model.config.block_size
+    n = min(idx.size(1), block_size)  # tokens of context for the next step
     for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.config.block_size :])
+        logits, _ = model(idx[:, -n:])
         idx = torch.cat((idx, logits[:, -1].argmax(dim=-1, keepdim=True)), dim=1)
+        n = n + 1 if n < block_size else block_size - window_step + 1
     return idx
 
 
@@ -65,6 +70,29 @@ def test_cached_logits_match_full_forward(attention, prompt_chunks, seed):
         assert len(cache) == block_size
         with pytest.raises(ValueError, match="block_size"):
             model(seq[:, :1], cache=cache)
+
+
+@pytest.mark.parametrize("attention", PATHS)
+@pytest.mark.parametrize("window_step", [2, 3, 8])  # block_size is 8
+@pytest.mark.parametrize("prompt_len", [1, 11])
+def test_window_step_keeps_the_cache_between_slides(attention, window_step, prompt_len):
+    """With window_step s the window slides s tokens at once past block_size: the cached tokens equal
+    recomputation over the context that rule gives (block_size - s + 1 up to block_size tokens)."""
+    model = tiny_gpt(4, attention=attention, block_size=8)
+    prompt = torch.randint(0, 37, (3, prompt_len), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = greedy_reference(model, prompt, 21, window_step)
+        exact = greedy_reference(model, prompt, 21)
+    cached = model.generate(prompt, 21, temperature=0, window_step=window_step)
+    assert torch.equal(cached, expected), f"window_step={window_step}:\n{cached}\nvs\n{expected}"
+    assert not torch.equal(expected, exact), "degenerate test: the shorter contexts changed no token"
+
+
+@pytest.mark.parametrize("window_step", [0, 9])
+def test_window_step_out_of_range(window_step):
+    model = tiny_gpt(0, block_size=8)
+    with pytest.raises(ValueError, match="window_step must be between 1 and block_size"):
+        model.generate(torch.zeros((1, 1), dtype=torch.long), 3, window_step=window_step)
 
 
 def test_generate_after_crop_block_size():
