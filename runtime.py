@@ -4,6 +4,8 @@ device and dtype choice, autocast, DDP process setup, and the peak FLOP/s behind
 """
 
 import os
+import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -40,14 +42,34 @@ def pick_device(name):
 
 
 def pick_dtype(name, device):
-    """"auto" is bfloat16 on a GPU that has it, float16 on an older GPU, float32 elsewhere."""
+    """"auto" is bfloat16 on a GPU that has it, float16 on an older GPU, bfloat16 on a CPU that
+    multiplies it natively (AVX512-BF16, AMX, Arm BF16), float32 elsewhere."""
     if name == "auto":
         if device.startswith("cuda"):
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        if device == "cpu" and cpu_has_bf16():
+            return "bfloat16"
         return "float32"
     if name not in DTYPES:
         raise UserError(f"--dtype must be auto, float32, bfloat16 or float16, got {name!r}")
     return name
+
+
+def pick_attention(name, device):
+    """"auto" is sdpa (flash kernels) on a CUDA GPU and the hand-written manual path elsewhere, which
+    runs faster than sdpa on a CPU in bfloat16 (python bench.py --dtype=bfloat16)."""
+    if name == "auto":
+        return "sdpa" if device.startswith("cuda") else "manual"
+    return name
+
+
+def cpu_has_bf16():
+    """A CPU without bfloat16 instructions emulates it, slower than float32. (torch.cpu.get_capabilities
+    is recent; with an older torch, stay in float32.)"""
+    if not hasattr(torch.cpu, "get_capabilities"):
+        return False
+    capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(flag) for flag in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
 def autocast(device, dtype):
@@ -55,6 +77,14 @@ def autocast(device, dtype):
     if dtype == "float32":
         return nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[dtype])
+
+
+def can_compile(device):
+    """torch.compile builds its CPU kernels with a C++ compiler: $CXX, else g++ (clang++ on macOS)."""
+    if device != "cpu":
+        return True
+    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    return shutil.which(compiler) is not None
 
 
 def enable_tf32():
@@ -103,19 +133,20 @@ def unwrap(model):
 
 def peak_flops(device, dtype):
     """The FLOP/s that MFU is measured against: the data-sheet peak of a known GPU, else the
-    measured float32 matmul throughput of this machine (a CPU has no single honest number)."""
+    measured matmul throughput of this machine in dtype (a CPU has no single honest number)."""
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(device)
         for key, flops in GPU_PEAK_FLOPS.items():
             if key in name:
                 return flops if dtype != "float32" else flops / 2  # TF32 runs at about half the bf16 rate
         return None
-    return measured_matmul_flops()
+    return measured_matmul_flops(DTYPES[dtype])
 
 
-def measured_matmul_flops(n=1024, repeats=5):
+def measured_matmul_flops(dtype, n=1024, repeats=5):
     generator = torch.Generator().manual_seed(0)  # leaves the global RNG, and so resumed runs, alone
-    a, b = torch.randn(n, n, generator=generator), torch.randn(n, n, generator=generator)
+    a = torch.randn(n, n, generator=generator).to(dtype)
+    b = torch.randn(n, n, generator=generator).to(dtype)
     a @ b  # warm up
     t0 = time.perf_counter()
     for _ in range(repeats):

@@ -42,8 +42,8 @@ def char_data(tmp_path_factory):
 
 def tiny_config(char_data, out_dir, **overrides):
     args = dict(out_dir=str(out_dir), data_dir=str(char_data), n_layer=2, n_head=2, n_embd=32, block_size=32,
-                batch_size=4, device="cpu", dtype="float32", sample_tokens=0, eval_iters=2, log_interval=1,
-                eval_interval=10, max_iters=20, lr_decay_iters=20, warmup_iters=5)
+                batch_size=4, device="cpu", dtype="float32", compile=False, sample_tokens=0, eval_iters=2,
+                log_interval=1, eval_interval=10, max_iters=20, lr_decay_iters=20, warmup_iters=5)
     args.update(overrides)
     return TrainConfig(**args)
 
@@ -93,6 +93,30 @@ def no_scaler():
     return torch.amp.GradScaler("cpu", enabled=False)
 
 
+def test_compile_without_a_cpu_compiler_trains_eager(char_data, tmp_path, monkeypatch, capsys):
+    """torch.compile builds CPU kernels with a C++ compiler; without one the run says so and trains eager."""
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    result = train(tiny_config(char_data, tmp_path, compile=True, max_iters=4, eval_interval=2))
+    assert "torch.compile needs a C++ compiler" in capsys.readouterr().out
+    assert result["iter_num"] == 4
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU's flags from Linux's /proc/cpuinfo")
+def test_auto_dtype_on_a_cpu_is_bfloat16_only_with_native_bf16():
+    """A CPU emulates bfloat16 without AVX512-BF16 or AMX, slower than float32: auto must then stay float32."""
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert runtime.pick_dtype("auto", "cpu") == ("bfloat16" if native else "float32")
+
+
+@pytest.mark.parametrize("name,device,expected", [("auto", "cuda", "sdpa"), ("auto", "cuda:1", "sdpa"),
+                                                  ("auto", "cpu", "manual"), ("auto", "mps", "manual"),
+                                                  ("sdpa", "cpu", "sdpa"), ("manual", "cuda", "manual")])
+def test_attention_auto_is_flash_on_a_gpu_only(name, device, expected):
+    cfg = TrainConfig(attention=name)
+    assert cfg.model_config(vocab_size=65, device=device).attention == expected
+
+
 def test_logged_loss_is_the_mean_over_all_micro_steps():
     model = tiny_model()
     batches = micro_batches(4)
@@ -129,7 +153,7 @@ def test_checkpoint_of_a_compiled_or_ddp_model_loads_into_a_plain_one(char_data,
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     cfg = tiny_config(char_data, tmp_path)
-    model = GPT(cfg.model_config(vocab_size=65))
+    model = GPT(cfg.model_config(vocab_size=65, device="cpu"))
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
     batches = Batches(char_data, 32, 4, seed=0)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
