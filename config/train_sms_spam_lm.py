@@ -24,6 +24,3 @@ max_iters = 250  # about 3 passes over the corpus
 lr_decay_iters = 250
 min_lr = 2e-4
 warmup_iters = 25
-
-device = "cpu"
-compile = False

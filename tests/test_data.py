@@ -18,6 +18,8 @@ import data.shakespeare_char.prepare as shakespeare_char
 import data.sms_spam.prepare as sms_spam
 import data.sms_spam_lm.prepare as sms_spam_lm
 import data.sst2.prepare as sst2
+import data.sst2_lm.prepare as sst2_lm
+from data import lm_corpus
 import sources
 from cli import UserError
 from tokenizer import gpt2_tokenizer, load_tokenizer
@@ -161,17 +163,18 @@ def test_sms_split_is_stratified_complete_and_reproducible(tmp_path):
     assert split["counts"] == {name: dict(Counter(r["label"] for r in rows)) for name, rows in parts.items()}
 
 
-def test_sms_lm_corpus_holds_the_train_texts_only(tmp_path):
-    """Pretraining on the SMS texts must not see a val or test message: the corpus is exactly the
-    train split's texts, each ended by <|endoftext|>, its last 10% of messages the LM's val."""
-    sms_spam.prepare(out_dir=tmp_path / "sms")
-    sms_spam_lm.prepare(input_path=tmp_path / "sms" / "train.jsonl", out_dir=tmp_path / "lm")
-    texts = [row["text"] for row in sources.read_jsonl(tmp_path / "sms" / "train.jsonl")]
-    n = int(len(texts) * sms_spam_lm.TRAIN_FRACTION)
+@pytest.mark.parametrize("task,lm", [(sms_spam, sms_spam_lm), (sst2, sst2_lm)])
+def test_lm_corpus_holds_the_train_texts_only(tmp_path, task, lm):
+    """Pretraining on a task's texts must not see a val, dev or test text: the corpus is exactly the
+    train split's texts, each ended by <|endoftext|>, its last 10% of texts the LM's val."""
+    task.prepare(out_dir=tmp_path / "task")
+    lm.prepare(input_path=tmp_path / "task" / "train.jsonl", out_dir=tmp_path / "lm")
+    texts = [row["text"] for row in sources.read_jsonl(tmp_path / "task" / "train.jsonl")]
+    n = int(len(texts) * lm_corpus.TRAIN_FRACTION)
     eot = "<|endoftext|>"
     assert decoded_splits(tmp_path / "lm") == ["".join(t + eot for t in texts[:n]), "".join(t + eot for t in texts[n:])]
     tok = gpt2_tokenizer()
-    assert sources.read_tokens(tmp_path / "lm" / "val.bin").tolist() == sms_spam_lm.encode_messages(tok, texts[n:])
+    assert sources.read_tokens(tmp_path / "lm" / "val.bin").tolist() == lm_corpus.encode_documents(tok, texts[n:])
     assert sources.read_tokens(tmp_path / "lm" / "val.bin")[-1] == tok.eot_token
 
 
