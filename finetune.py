@@ -39,7 +39,7 @@ from cli import UserError, parse_config, run_main
 from data.conll2003 import prepare as conll2003
 from data.sms_spam import prepare as sms_spam
 from data.sst2 import prepare as sst2
-from heads import HEADS, align_word_labels, build_head, word_predictions
+from heads import HEADS, align_word_labels, build_head, decode_iob2, word_predictions
 from lora import LORA_TARGETS, LoRALinear, apply_lora, merge_lora
 from metrics import classification_report, format_report, headline, score
 from model import GPT, GPTConfig, masked_cross_entropy
@@ -413,13 +413,15 @@ def predict_probs(classifier, examples, batch_size, device, ctx):
 
 
 def predicted_labels(probs, examples, labels):
-    """The likeliest label of each text, or the tag list of each sentence (one per word)."""
+    """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence."""
     out = []
     for p, e in zip(probs, examples):
         if e.first_pieces is None:
             out.append(labels[p.argmax().item()])
-        else:  # a word cut off by max_len is predicted "O", outside every entity
-            out.append([labels[i] for i in word_predictions(p.argmax(-1).tolist(), e.first_pieces, 0)])
+        else:  # a word cut off by max_len is certainly "O" (labels[0]), outside every entity
+            outside = F.one_hot(torch.tensor(0), len(labels)).float()
+            word_probs = torch.stack(word_predictions(list(p), e.first_pieces, outside))  # (n_words, L)
+            out.append([labels[i] for i in decode_iob2(word_probs.clamp_min(1e-30).log(), labels)])
     return out
 
 

@@ -140,3 +140,35 @@ def word_predictions(token_predictions, first_pieces, default):
     A word cut off by truncation (its first piece beyond the tokens scored) gets default."""
     n = len(token_predictions)
     return [token_predictions[p] if p < n else default for p in first_pieces]
+
+
+def iob2_transitions(labels):
+    """(L, L) bool: may tag j follow tag i? In IOB2 an I-X only continues a B-X or an I-X;
+    every other pair, and any pair of tags without B-/I- prefixes, is allowed."""
+    allowed = torch.ones(len(labels), len(labels), dtype=torch.bool)
+    for j, tag in enumerate(labels):
+        if tag.startswith("I-"):
+            for i, prev in enumerate(labels):
+                allowed[i, j] = prev in ("B-" + tag[2:], tag)
+    return allowed
+
+
+def decode_iob2(log_probs, labels):
+    """The likeliest tag sequence (indices into labels) in which no I-X starts an entity: Viterbi
+    over the words' log-probabilities (n_words, L), a sentence being the product of its words'
+    probabilities. Per-word argmax can say "O I-PER", a span that conlleval counts as a new entity."""
+    if len(log_probs) == 0:
+        return []
+    allowed = iob2_transitions(labels)
+    may_start = torch.tensor([not tag.startswith("I-") for tag in labels])
+    score = log_probs[0].masked_fill(~may_start, float("-inf"))  # (L,) best path ending in each tag
+    backpointers = []
+    for word in log_probs[1:]:
+        candidates = score[:, None].masked_fill(~allowed, float("-inf"))  # (L previous, L next)
+        score, best_previous = candidates.max(dim=0)  # (L,), (L,)
+        score = score + word
+        backpointers.append(best_previous)
+    tags = [score.argmax().item()]
+    for best_previous in reversed(backpointers):
+        tags.append(best_previous[tags[-1]].item())
+    return tags[::-1]

@@ -1,16 +1,18 @@
 """
 Heads (heads.py): padding never changes a head's output, pooling reads only real tokens, and a
-word's label sits on its first BPE piece.
+word's label sits on its first BPE piece; IOB2 decoding finds the best valid tag sequence.
 
     python -m pytest tests/test_heads.py -q
 """
+
+import itertools
 
 import pytest
 import torch
 
 from conftest import assert_close, spread_weights, tiny_gpt
 from finetune import Classifier
-from heads import HEADS, align_word_labels, build_head, last_real_index, word_predictions
+from heads import HEADS, align_word_labels, build_head, decode_iob2, last_real_index, word_predictions
 from tokenizer import gpt2_tokenizer
 
 
@@ -98,3 +100,39 @@ def test_alignment_with_gpt2_bpe():
     assert [len(p) for p in pieces] == [3, 5, 1]  # the test needs words that split
     assert first_pieces == [0, 3, 8]
     assert token_labels == [5, -1, -1, 0, -1, -1, -1, -1, 3]
+
+
+# ---- IOB2 decoding of tagger outputs ----
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def valid_iob2(tags):
+    return all(not t.startswith("I-") or (i > 0 and tags[i - 1] in ("B-" + t[2:], t)) for i, t in enumerate(tags))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("n_words", [1, 2, 4])
+def test_decode_iob2_is_the_best_valid_sequence(seed, n_words):
+    """Viterbi equals an exhaustive search: of all 5^n tag sequences, the valid one of highest
+    summed log-probability. Temperature 3 makes the per-word argmax often invalid."""
+    log_probs = torch.log_softmax(3 * torch.randn(n_words, len(TAGS), generator=torch.Generator().manual_seed(seed)), -1)
+    candidates = [seq for seq in itertools.product(range(len(TAGS)), repeat=n_words)
+                  if valid_iob2([TAGS[i] for i in seq])]
+    best = max(candidates, key=lambda seq: sum(log_probs[w, t].item() for w, t in enumerate(seq)))
+    assert decode_iob2(log_probs, TAGS) == list(best)
+
+
+def test_decode_iob2_keeps_a_valid_argmax_and_mends_an_invalid_one():
+    probs = torch.tensor([[0.9, 0.05, 0.01, 0.03, 0.01],    # O
+                          [0.1, 0.7, 0.1, 0.05, 0.05],      # B-PER
+                          [0.1, 0.1, 0.7, 0.05, 0.05]])     # I-PER continues it: kept
+    assert decode_iob2(probs.log(), TAGS) == [0, 1, 2]
+    probs[1] = torch.tensor([0.6, 0.1, 0.1, 0.1, 0.1])      # now O, then I-PER: invalid
+    decoded = [TAGS[i] for i in decode_iob2(probs.log(), TAGS)]
+    assert valid_iob2(decoded)
+
+
+def test_tags_without_iob_prefixes_decode_to_the_argmax():
+    log_probs = torch.log_softmax(torch.randn(7, 3, generator=torch.Generator().manual_seed(0)), -1)
+    assert decode_iob2(log_probs, ["NOUN", "VERB", "ADJ"]) == log_probs.argmax(-1).tolist()
