@@ -414,12 +414,12 @@ def predict_probs(classifier, examples, batch_size, device, ctx):
 
 def predicted_labels(probs, examples, labels):
     """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence."""
+    outside = F.one_hot(torch.tensor(0), len(labels)).float()  # (L,) certainly "O" (labels[0])
     out = []
     for p, e in zip(probs, examples):
         if e.first_pieces is None:
             out.append(labels[p.argmax().item()])
-        else:  # a word cut off by max_len is certainly "O" (labels[0]), outside every entity
-            outside = F.one_hot(torch.tensor(0), len(labels)).float()
+        else:  # a word cut off by max_len is outside every entity
             word_probs = torch.stack(word_predictions(list(p), e.first_pieces, outside))  # (n_words, L)
             out.append([labels[i] for i in decode_iob2(word_probs.clamp_min(1e-30).log(), labels)])
     return out

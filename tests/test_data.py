@@ -19,9 +19,9 @@ import data.sms_spam.prepare as sms_spam
 import data.sms_spam_lm.prepare as sms_spam_lm
 import data.sst2.prepare as sst2
 import data.sst2_lm.prepare as sst2_lm
-from data import lm_corpus
 import sources
 from cli import UserError
+from data import lm_corpus
 from tokenizer import gpt2_tokenizer, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
