@@ -404,6 +404,7 @@ def train(cfg):
     if ddp.is_master and cfg.sample_tokens:
         print_sample(raw_model, load_tokenizer(meta), cfg.sample_tokens)
     if ddp.enabled:
+        dist.barrier()  # wait for the master's last evaluation: a rank that tears down early can abort
         dist.destroy_process_group()
     return {"iter_num": iter_num, "best_val_loss": best_val_loss, "last_eval": last_eval}
 
