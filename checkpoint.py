@@ -80,10 +80,21 @@ def load_hf_state_dict(directory):
     return state
 
 
-def load_model(out_dir, which="best"):
+def model_from_checkpoint(ckpt, dropout=None):
+    """The GPT whose size and weights a checkpoint dict holds. dropout, when given, replaces the run's
+    own (it has no weights): finetuning sets its own."""
+    model_args = ckpt["model_args"] if dropout is None else {**ckpt["model_args"], "dropout": dropout}
+    model = GPT(GPTConfig(**model_args))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def load_model(out_dir, which="best", dropout=None):
     """The model of a train.py run (out_dir/best.pt or last.pt) and its checkpoint dict, whose
     "tokenizer" entry says how to turn text into the model's tokens (see tokenizer.load_tokenizer)."""
-    ckpt = load_checkpoint(Path(out_dir) / f"{which}.pt")
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    return model, ckpt
+    path = Path(out_dir) / f"{which}.pt"
+    ckpt = load_checkpoint(path)
+    if "members" in ckpt:
+        raise UserError(f"{path} holds {len(ckpt['members'])} finetuned models (--members), not one GPT; "
+                        f"use a train.py run or a one-member finetune.py run")
+    return model_from_checkpoint(ckpt, dropout), ckpt

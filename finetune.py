@@ -13,7 +13,9 @@ Finetune a pretrained GPT to classify texts or tag words, evaluate it, and predi
 What happens, top to bottom: the pretrained GPT (a train.py run, GPT-2's weights, or a new model)
 gets a head from heads.py; a train mode chooses which weights learn (all, the head only, the last
 blocks, or LoRA adapters from lora.py); batches are padded on the right to their longest row; the
-checkpoint that scores best on val is saved, then scored on val and test into metrics.json.
+checkpoint that scores best on val is saved, then scored on val and test into metrics.json. With
+--members=N, N models are finetuned that way (seeds seed, seed+1, ...) and predict together: their
+label probabilities are averaged (an Ensemble).
 Text is tokenized with the pretrained model's own tokenizer (its checkpoint's "tokenizer" entry).
 
 Every field of FinetuneConfig below is a --key=value option; config/finetune_*.py set several at once.
@@ -26,7 +28,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import runtime
-from checkpoint import load_model, save_checkpoint
+from checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from cli import UserError, parse_config, run_main
 from data.conll2003 import prepare as conll2003
 from data.sms_spam import prepare as sms_spam
@@ -141,6 +143,8 @@ class FinetuneConfig:
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 256
+    dropout: float = 0.0  # in the body while finetuning, whatever the pretrained run used
+    members: int = 1  # finetune this many models, seeds seed, seed+1, ...; they predict together (Ensemble)
     # optimisation: AdamW, linear warmup, then linear decay to 0
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -184,7 +188,9 @@ class FinetuneConfig:
             if target not in LORA_TARGETS:
                 raise ValueError(f"--lora_targets: no layer {target!r} in a GPT block; "
                                  f"choose from {','.join(LORA_TARGETS)}")
-        for name in ("last_n", "batch_size", "max_len", "log_interval"):
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("last_n", "members", "batch_size", "max_len", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_iters", "max_train", "eval_interval", "shots", "warmup_iters"):
@@ -330,20 +336,33 @@ class Classifier(nn.Module):
         return self.head(self.gpt.hidden_states(idx), mask)  # (B, T, C) -> (B, L) or (B, T, L)
 
 
+class Ensemble(nn.Module):
+    """Classifiers finetuned from the same start with different seeds, predicting together: their label
+    probabilities are averaged. Each one's mistakes partly differ, so the average makes fewer."""
+
+    def __init__(self, classifiers):
+        super().__init__()
+        self.members = nn.ModuleList(classifiers)
+
+    def forward(self, idx, mask):
+        probs = torch.stack([m(idx, mask).float().softmax(-1) for m in self.members])  # (M, B, L) or (M, B, T, L)
+        return probs.mean(0).log()  # logits whose softmax is the mean probability
+
+
 def load_pretrained(cfg):
     """The GPT to start from and its tokenizer. The tokenizer must be the one the model was trained
     with: a model's vocabulary and its tokenizer's disagreeing means the wrong one was found."""
     if cfg.init_from == "scratch":
         tokenizer = gpt2_tokenizer()
         gpt = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size, n_layer=cfg.n_layer,
-                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=0.0))
+                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout))
         return gpt, tokenizer
     path = Path(cfg.init_from.removeprefix("gpt2:"))
     if (path / "config.json").is_file():
-        gpt, tokenizer = GPT.from_pretrained(path), gpt2_tokenizer()
+        gpt, tokenizer = GPT.from_pretrained(path, dropout=cfg.dropout), gpt2_tokenizer()
         source = f"{path} (GPT-2's BPE)"
     elif (path / "best.pt").is_file():
-        gpt, ckpt = load_model(path)
+        gpt, ckpt = load_model(path, dropout=cfg.dropout)
         tokenizer = load_tokenizer(ckpt["tokenizer"])
         source = f"{path}/best.pt (tokenizer {ckpt['tokenizer']['kind']})"
     else:
@@ -361,9 +380,10 @@ def count_parameters(module):
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def finetuned_checkpoint(classifier, tokenizer, cfg, iter_num, val_report):
+def finetuned_checkpoint(classifier, tokenizer, cfg, iter_num, max_iters, val_report):
     """A dict that checkpoint.load_model reads as a plain GPT (LoRA updates merged into the weights),
     plus the head and the task, which load_finetuned adds back."""
+    trainable, total = count_parameters(classifier)  # before LoRA is merged away
     gpt = classifier.gpt
     if any(isinstance(m, LoRALinear) for m in gpt.modules()):
         gpt = merge_lora(copy.deepcopy(gpt))
@@ -377,19 +397,35 @@ def finetuned_checkpoint(classifier, tokenizer, cfg, iter_num, val_report):
         "labels": list(TASKS[cfg.task].labels),
         "config": asdict(cfg),
         "iter_num": iter_num,
+        "max_iters": max_iters,
+        "trainable_params": trainable,
+        "total_params": total,
         "val": val_report,
     }
 
 
+def save_finetuned(members, out_dir):
+    """out_dir/best.pt: a single run's checkpoint dict as it is, several members' as {"members": [...]}."""
+    save_checkpoint(members[0] if len(members) == 1 else {"members": members}, Path(out_dir) / "best.pt")
+
+
 def load_finetuned(out_dir):
-    """The Classifier, tokenizer and checkpoint dict saved by a finetune.py run in out_dir."""
-    gpt, ckpt = load_model(out_dir)
-    if "head" not in ckpt:
-        raise UserError(f"{out_dir}/best.pt is a pretrained model, not a finetuned one; finetune it first "
+    """The Classifier (an Ensemble for a --members run), its tokenizer and the list of checkpoint dicts,
+    one per member, saved by a finetune.py run in out_dir."""
+    path = Path(out_dir) / "best.pt"
+    ckpt = load_checkpoint(path)
+    members = ckpt.get("members", [ckpt])
+    if "head" not in members[0]:
+        raise UserError(f"{path} is a pretrained model, not a finetuned one; finetune it first "
                         f"(python finetune.py --init_from={out_dir} ...)")
-    head = build_head(ckpt["head_name"], gpt.config.n_embd, len(ckpt["labels"]))
-    head.load_state_dict(ckpt["head"])
-    return Classifier(gpt, head), load_tokenizer(ckpt["tokenizer"]), ckpt
+    classifiers = []
+    for member in members:
+        gpt = model_from_checkpoint(member)
+        head = build_head(member["head_name"], gpt.config.n_embd, len(member["labels"]))
+        head.load_state_dict(member["head"])
+        classifiers.append(Classifier(gpt, head))
+    classifier = classifiers[0] if len(classifiers) == 1 else Ensemble(classifiers)
+    return classifier, load_tokenizer(members[0]["tokenizer"]), members
 
 
 # ----------------------------------------------------------------------------- predicting and scoring (metrics.py)
@@ -468,20 +504,12 @@ def train_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
     return loss
 
 
-def finetune(cfg):
-    task = TASKS[cfg.task]
+def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, done):
+    """Finetune one classifier on gpt. Each time it scores best on val so far, out_dir/best.pt is
+    rewritten with it after the members already done. Returns its best checkpoint dict."""
     torch.manual_seed(cfg.seed)
-    device = runtime.pick_device(cfg.device)
-    dtype = runtime.pick_dtype(cfg.dtype, device)
+    task = TASKS[cfg.task]
     ctx = runtime.autocast(device, dtype)
-
-    gpt, tokenizer = load_pretrained(cfg)
-    max_len = min(cfg.max_len, gpt.config.block_size)
-    train_path = split_path(cfg.data_dir, cfg.task, "train")
-    train_set = load_examples(train_path, cfg.task, tokenizer, max_len, cfg.max_train)
-    val_set = load_examples(split_path(cfg.data_dir, cfg.task, "val"), cfg.task, tokenizer, max_len)
-    print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
-
     classifier = Classifier(gpt, build_head(cfg.head, gpt.config.n_embd, len(task.labels)))
     TRAIN_MODES[cfg.train](classifier, cfg)
     trainable, total = count_parameters(classifier)
@@ -497,9 +525,8 @@ def finetune(cfg):
     batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     max_iters = cfg.max_iters or math.ceil(cfg.epochs * batches_per_epoch)
     eval_interval = cfg.eval_interval or batches_per_epoch
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
 
-    best, t0 = -1.0, time.time()
+    best, best_ckpt, t0 = -1.0, None, time.time()
     batches = training_batches(train_set, cfg.batch_size, cfg.seed)
     for it in range(max_iters):
         classifier.train()
@@ -514,16 +541,45 @@ def finetune(cfg):
             print(f"iter {it + 1}: val accuracy {report['accuracy']:.4f}, headline {headline(report):.4f}")
             if headline(report) > best:
                 best = headline(report)
-                save_checkpoint(finetuned_checkpoint(classifier, tokenizer, cfg, it + 1, report),
-                                Path(cfg.out_dir) / "best.pt")
+                # a copy: the weights in the dict would otherwise go on training
+                best_ckpt = copy.deepcopy(finetuned_checkpoint(classifier, tokenizer, cfg, it + 1, max_iters, report))
+                save_finetuned(done + [best_ckpt], cfg.out_dir)
+    return best_ckpt
+
+
+def finetune(cfg):
+    task = TASKS[cfg.task]
+    torch.manual_seed(cfg.seed)
+    device = runtime.pick_device(cfg.device)
+    dtype = runtime.pick_dtype(cfg.dtype, device)
+    ctx = runtime.autocast(device, dtype)
+
+    gpt, tokenizer = load_pretrained(cfg)
+    max_len = min(cfg.max_len, gpt.config.block_size)
+    train_path = split_path(cfg.data_dir, cfg.task, "train")
+    train_set = load_examples(train_path, cfg.task, tokenizer, max_len, cfg.max_train)
+    val_set = load_examples(split_path(cfg.data_dir, cfg.task, "val"), cfg.task, tokenizer, max_len)
+    print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+
+    members, t0 = [], time.time()
+    for k in range(cfg.members):  # each member starts from the same pretrained weights
+        member_cfg = replace(cfg, seed=cfg.seed + k)
+        if cfg.members > 1:
+            print(f"--- member {k + 1} of {cfg.members}, seed {member_cfg.seed}")
+        members.append(train_classifier(copy.deepcopy(gpt), tokenizer, train_set, val_set, member_cfg,
+                                        device, dtype, members))
     train_seconds = time.time() - t0
 
     # score the saved checkpoint, just as --eval_file will: the best on val, LoRA merged
-    classifier, _, ckpt = load_finetuned(cfg.out_dir)
+    classifier, _, members = load_finetuned(cfg.out_dir)
     classifier.to(device)
+    best_iters = [m["iter_num"] for m in members]
     metrics = {"task": cfg.task, "init_from": cfg.init_from, "head": cfg.head, "train": cfg.train,
-               "trainable_params": trainable, "total_params": total, "iters": max_iters,
-               "best_iter": ckpt["iter_num"], "train_seconds": round(train_seconds, 1)}
+               "trainable_params": sum(m["trainable_params"] for m in members),
+               "total_params": sum(m["total_params"] for m in members), "iters": members[0]["max_iters"],
+               "best_iter": best_iters[0] if len(members) == 1 else best_iters,
+               "train_seconds": round(train_seconds, 1)}
     splits = {"val": val_set}
     if task.test_split:
         test_path = split_path(cfg.data_dir, cfg.task, task.test_split)
@@ -531,6 +587,11 @@ def finetune(cfg):
     for name, examples in splits.items():
         metrics[name] = evaluate(classifier, examples, task.labels, cfg.batch_size, device, ctx)
         print(f"--- {name}\n{format_report(metrics[name])}")
+        if len(members) > 1:  # what the ensemble adds: each member scored alone
+            alone = [evaluate(m, examples, task.labels, cfg.batch_size, device, ctx) for m in classifier.members]
+            metrics[f"{name}_members"] = alone
+            print("each member alone: " + ", ".join(f"accuracy {r['accuracy']:.4f} headline {headline(r):.4f}"
+                                                    for r in alone))
         if task.per_token:
             metrics[f"{name}_baseline"] = most_frequent_tag_baseline(train_set, examples, task.labels)
             print(f"most-frequent-tag baseline: entity F1 {headline(metrics[f'{name}_baseline']):.4f}")
@@ -552,11 +613,11 @@ def use_finetuned(cfg):
     """--eval_file and --predict with the finetuned run in out_dir."""
     device = runtime.pick_device(cfg.device)
     ctx = runtime.autocast(device, runtime.pick_dtype(cfg.dtype, device))
-    classifier, tokenizer, ckpt = load_finetuned(cfg.out_dir)
+    classifier, tokenizer, members = load_finetuned(cfg.out_dir)
     classifier.to(device)
-    run = ckpt["config"]  # the finetuning run's settings
-    task, labels = TASKS[run["task"]], ckpt["labels"]
-    max_len = min(run["max_len"], classifier.gpt.config.block_size)
+    run = members[0]["config"]  # the finetuning run's settings
+    task, labels = TASKS[run["task"]], members[0]["labels"]
+    max_len = min(run["max_len"], members[0]["model_args"]["block_size"])
     if cfg.eval_file:
         examples = load_examples(cfg.eval_file, run["task"], tokenizer, max_len)
         report = evaluate(classifier, examples, labels, cfg.batch_size, device, ctx)

@@ -140,6 +140,15 @@ def test_collate_pads_on_the_right():
     assert targets.tolist() == [[3, 5, -1, -1], [1, -1, -1, -1]]  # B-ORG, B-LOC on first pieces only
 
 
+def test_ensemble_averages_its_members_probabilities():
+    members = [Classifier(tiny_gpt(seed=s), build_head(head, 32, 2)) for s, head in enumerate(["last", "mean", "mlp"])]
+    ensemble = finetune.Ensemble(members).eval()
+    idx = torch.randint(0, 37, (3, 9))
+    mask = torch.arange(9) < torch.tensor([[9], [5], [1]])  # (3, 9): rows of 9, 5 and 1 real tokens
+    expected = torch.stack([m(idx, mask).softmax(-1) for m in members]).mean(0)  # (3, 2)
+    assert_close(ensemble(idx, mask).softmax(-1), expected, 1e-6, "ensemble vs mean of member probabilities")
+
+
 def test_continuation_logprobs_matches_the_full_softmax():
     gpt = tiny_gpt(seed=7)
     contexts, continuations = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [3] * 20], [[10, 11], [12], [13, 14]]
@@ -224,6 +233,27 @@ def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, caps
     assert all(line.split("\t")[0] in ("ham", "spam") for line in lines)
 
 
+def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretrained, sms_data):
+    out = tmp_path / "out"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--members=2",
+         "--dropout=0.1", "--seed=5", *QUICK])
+    members = load_checkpoint(out / "best.pt")["members"]
+    assert [m["config"]["seed"] for m in members] == [5, 6]
+    assert not torch.equal(members[0]["head"]["classifier.weight"], members[1]["head"]["classifier.weight"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best_iter"] == [m["iter_num"] for m in members]
+    # each member saved is the one that scored its best val, not the weights after more training
+    assert metrics["val_members"] == [m["val"] for m in members] and len(metrics["test_members"]) == 2
+    assert metrics["trainable_params"] == 2 * members[0]["trainable_params"]
+
+    classifier, _, _ = finetune.load_finetuned(out)
+    assert isinstance(classifier, finetune.Ensemble) and len(classifier.members) == 2
+    run([f"--out_dir={out}", f"--eval_file={sms_data / 'test.jsonl'}"])  # the ensemble, as training scored it
+    assert json.loads((out / "eval.json").read_text())["confusion"] == metrics["test"]["confusion"]
+    message = bad_input_error([f"--init_from={out}", f"--data_dir={sms_data}", f"--out_dir={tmp_path / 'again'}"])
+    assert "holds 2 finetuned models (--members), not one GPT" in message
+
+
 def test_ner_run_scores_entities_and_tags_words(tmp_path, pretrained, capsys):
     rows = [{"tokens": ["Peter", "Blackburn", "visited", "BRUSSELS"], "tags": ["B-PER", "I-PER", "O", "B-LOC"]},
             {"tokens": ["The", "European", "Union", "said"], "tags": ["O", "B-ORG", "I-ORG", "O"]}]
@@ -301,6 +331,8 @@ def test_invalid_json_names_the_line(tmp_path, pretrained):
     ("--lora_targets=attn.c_attn,attn.q", "no layer 'attn.q' in a GPT block"),
     ("--head=token", "--head=token does not fit sms_spam"),
     ("--task=imdb", "unknown task 'imdb'"),
+    ("--members=0", "--members must be at least 1"),
+    ("--dropout=1", "--dropout must be in [0, 1)"),
 ])
 def test_bad_options(option, expected):
     assert expected in bad_input_error([option])
