@@ -140,12 +140,13 @@ def test_collate_pads_on_the_right():
     assert targets.tolist() == [[3, 5, -1, -1], [1, -1, -1, -1]]  # B-ORG, B-LOC on first pieces only
 
 
-def test_ensemble_averages_its_members_probabilities():
-    members = [Classifier(tiny_gpt(seed=s), build_head(head, 32, 2)) for s, head in enumerate(["last", "mean", "mlp"])]
+@pytest.mark.parametrize("heads", [["last", "mean", "mlp"], ["token", "token"]])
+def test_ensemble_averages_its_members_probabilities(heads):
+    members = [Classifier(tiny_gpt(seed=s), build_head(head, 32, 5)) for s, head in enumerate(heads)]
     ensemble = finetune.Ensemble(members).eval()
     idx = torch.randint(0, 37, (3, 9))
     mask = torch.arange(9) < torch.tensor([[9], [5], [1]])  # (3, 9): rows of 9, 5 and 1 real tokens
-    expected = torch.stack([m(idx, mask).softmax(-1) for m in members]).mean(0)  # (3, 2)
+    expected = torch.stack([m(idx, mask).softmax(-1) for m in members]).mean(0)  # (3, 5) or (3, 9, 5)
     assert_close(ensemble(idx, mask).softmax(-1), expected, 1e-6, "ensemble vs mean of member probabilities")
 
 
@@ -239,6 +240,7 @@ def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretr
          "--dropout=0.1", "--seed=5", *QUICK])
     members = load_checkpoint(out / "best.pt")["members"]
     assert [m["config"]["seed"] for m in members] == [5, 6]
+    assert [m["model_args"]["dropout"] for m in members] == [0.1, 0.1]  # the pretrained run's was 0
     assert not torch.equal(members[0]["head"]["classifier.weight"], members[1]["head"]["classifier.weight"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best_iter"] == [m["iter_num"] for m in members]
