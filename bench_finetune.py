@@ -43,7 +43,8 @@ def one_run(cfg, init, mode, head):
     out = Path(cfg.out_dir) / run_dir_name(init, mode, head)
     if not (out / "metrics.json").is_file():
         argv = [cfg.config, f"--init_from={init}", f"--train={mode}", f"--head={head}", f"--out_dir={out}",
-                f"--device={cfg.device}", f"--max_iters={cfg.max_iters}", f"--max_train={cfg.max_train}"]
+                f"--device={cfg.device}", f"--max_iters={cfg.max_iters}", f"--max_train={cfg.max_train}",
+                "--members=1"]  # the table compares single models, whatever the config's ensemble
         print(f"=== python finetune.py {' '.join(argv)}")
         finetune.main(argv)
     return json.loads((out / "metrics.json").read_text())

@@ -377,13 +377,15 @@ def test_the_command_line_prints_one_line_and_exits_2():
 
 def test_bench_table_runs_each_cell_once(tmp_path, pretrained, sms_data):
     config = tmp_path / "finetune_tiny.py"
-    config.write_text(f"task = 'sms_spam'\ndata_dir = {str(sms_data)!r}\nbatch_size = 4\nwarmup_iters = 1\n")
+    config.write_text(f"task = 'sms_spam'\ndata_dir = {str(sms_data)!r}\nbatch_size = 4\nwarmup_iters = 1\n"
+                      "members = 3\n")  # the table still trains one model per cell
     argv = [f"--config={config}", f"--inits={pretrained}", "--modes=head", "--heads=last,mean",
             "--max_iters=2", "--device=cpu", f"--out_dir={tmp_path / 'bench'}"]
     bench_finetune.main(argv)
     rows = [line for line in (tmp_path / "bench" / "table.md").read_text().splitlines() if line.startswith(f"| {pretrained}")]
     assert [row.split(" | ")[1:3] for row in rows] == [["head", "last"], ["head", "mean"]]
     saved = tmp_path / "bench" / "run-head-last" / "best.pt"
+    assert "members" not in load_checkpoint(saved)
     before = saved.stat().st_mtime_ns
     bench_finetune.main(argv)  # a finished cell is read back, not trained again
     assert saved.stat().st_mtime_ns == before
