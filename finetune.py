@@ -549,7 +549,7 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
 
 def finetune(cfg):
     task = TASKS[cfg.task]
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the weights of a scratch model; each member then seeds its own head and batches
     device = runtime.pick_device(cfg.device)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)

@@ -258,7 +258,8 @@ class GPT(nn.Module):
         it moves every token and each token sees exactly the last block_size tokens, as without a cache;
         then the cache only helps until the window first fills. With s > 1 it moves s tokens at once and
         the rebuilt cache serves the next s - 1 tokens, so a token sees between block_size - s + 1 and
-        block_size tokens of context: faster, no longer equal to recomputation past block_size."""
+        block_size tokens of context: faster, no longer equal to recomputation past block_size. Without
+        a cache every step recomputes the last block_size tokens, and window_step plays no part."""
         block_size = self.config.block_size
         if not 1 <= window_step <= block_size:
             raise ValueError(f"window_step must be between 1 and block_size ({block_size}), got {window_step}")
