@@ -131,6 +131,20 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
+def rng_state():
+    """The random state that dropout draws from, for a checkpoint: a resumed run drops the same units."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def peak_flops(device, dtype):
     """The FLOP/s that MFU is measured against: the data-sheet peak of a known GPU, else the
     measured matmul throughput of this machine in dtype (a CPU has no single honest number)."""

@@ -239,9 +239,7 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
 # ----------------------------------------------------------------------------- checkpoints and logs
 
 def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss):
-    rng = {"torch": torch.get_rng_state(), "batches": batches.generator.get_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    rng = {**runtime.rng_state(), "batches": batches.generator.get_state()}
     return {
         "model": runtime.unwrap(model).state_dict(),
         "model_args": asdict(runtime.unwrap(model).config),
@@ -255,10 +253,8 @@ def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_los
 
 
 def restore_rng(rng, batches):
-    torch.set_rng_state(rng["torch"])
+    runtime.set_rng_state(rng)
     batches.generator.set_state(rng["batches"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 class Logger:
