@@ -8,8 +8,8 @@ scored on val and test, printed as a Markdown table and saved as out_dir/table.m
         --max_iters=20 --max_train=200 --device=cpu          # a quick look, not a measurement
 
 Each run writes its own out_dir/<init>-<mode>-<head>/ (best.pt, metrics.json). A run whose
-metrics.json is already there is read, not redone: an interrupted table continues where it stopped,
-and deleting a run's folder reruns it.
+metrics.json is already there is read, not redone, and an interrupted run resumes (--resume): an
+interrupted table continues where it stopped, and deleting a run's folder reruns it.
 """
 
 import json
@@ -45,6 +45,8 @@ def one_run(cfg, init, mode, head):
         argv = [cfg.config, f"--init_from={init}", f"--train={mode}", f"--head={head}", f"--out_dir={out}",
                 f"--device={cfg.device}", f"--max_iters={cfg.max_iters}", f"--max_train={cfg.max_train}",
                 "--members=1"]  # the table compares single models, whatever the config's ensemble
+        if (out / "last.pt").is_file():
+            argv.append("--resume=True")
         print(f"=== python finetune.py {' '.join(argv)}")
         finetune.main(argv)
     return json.loads((out / "metrics.json").read_text())

@@ -9,13 +9,15 @@ Finetune a pretrained GPT to classify texts or tag words, evaluate it, and predi
     python finetune.py --out_dir=out-sms-spam --predict="WINNER!! Claim your prize, call now"
     python finetune.py --out_dir=out-sms-spam --predict=FILE:messages.txt        # one text per line
     python finetune.py config/finetune_sst2.py --zero_shot=True --shots=4         # no training: prompt scoring
+    python finetune.py config/finetune_sms_spam.py --resume=True      # continue an interrupted run (out_dir/last.pt)
 
 What happens, top to bottom: the pretrained GPT (a train.py run, GPT-2's weights, or a new model)
 gets a head from heads.py; a train mode chooses which weights learn (all, the head only, the last
 blocks, or LoRA adapters from lora.py); batches are padded on the right to their longest row; the
-checkpoint that scores best on val is saved, then scored on val and test into metrics.json. With
---members=N, N models are finetuned that way (seeds seed, seed+1, ...) and predict together: their
-label probabilities are averaged (an Ensemble).
+checkpoint that scores best on val is saved, then scored on val and test into metrics.json. Until the
+run ends, out_dir/last.pt keeps what --resume needs (weights, optimizer, random state) after every
+evaluation. With --members=N, N models are finetuned that way (seeds seed, seed+1, ...) and predict
+together: their label probabilities are averaged (an Ensemble).
 Text is tokenized with the pretrained model's own tokenizer (its checkpoint's "tokenizer" entry).
 
 Every field of FinetuneConfig below is a --key=value option; config/finetune_*.py set several at once.
@@ -161,6 +163,7 @@ class FinetuneConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto, float32, bfloat16, float16
     out_dir: str = "out-finetune"  # where the finetuned run is written, or read by eval_file/predict
+    resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with the same options
     # instead of training: use the finetuned run in out_dir
     eval_file: str = ""  # score this labelled file (.jsonl, or the task's raw format) -> out_dir/eval.json
     predict: str = ""  # label this text, or every line of FILE:path
@@ -504,9 +507,12 @@ def train_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
     return loss
 
 
-def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, done):
+def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, done, started, resume=None):
     """Finetune one classifier on gpt. Each time it scores best on val so far, out_dir/best.pt is
-    rewritten with it after the members already done. Returns its best checkpoint dict."""
+    rewritten with it after the members already done; after every evaluation out_dir/last.pt holds
+    what it takes to continue from there. resume: that last.pt, when this member was interrupted.
+    started: when the run began (time.time()), so the log shows the whole run's time. Returns the
+    member's best checkpoint dict."""
     torch.manual_seed(cfg.seed)
     task = TASKS[cfg.task]
     ctx = runtime.autocast(device, dtype)
@@ -526,16 +532,26 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
     max_iters = cfg.max_iters or math.ceil(cfg.epochs * batches_per_epoch)
     eval_interval = cfg.eval_interval or batches_per_epoch
 
-    best, best_ckpt, t0 = -1.0, None, time.time()
+    best_ckpt, start = None, 0
     batches = training_batches(train_set, cfg.batch_size, cfg.seed)
-    for it in range(max_iters):
+    if resume is not None:
+        classifier.load_state_dict(resume["classifier"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume["scaler"])
+        best_ckpt, start = resume["best"], resume["iter_num"]
+        for _ in range(start):  # the batches already trained on
+            next(batches)
+        runtime.set_rng_state(resume["rng"])
+        print(f"resuming at iteration {start} of {max_iters}")
+    best = headline(best_ckpt["val"]) if best_ckpt else -1.0
+    for it in range(start, max_iters):
         classifier.train()
         lr = get_lr(it, cfg, max_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = train_step(classifier, optimizer, scaler, next(batches), cfg.grad_clip, device, ctx)
         if it % cfg.log_interval == 0:
-            print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - t0:.0f}s")
+            print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - started:.0f}s")
         if (it + 1) % eval_interval == 0 or it + 1 == max_iters:
             report = evaluate(classifier, val_set, task.labels, cfg.batch_size, device, ctx)
             print(f"iter {it + 1}: val accuracy {report['accuracy']:.4f}, headline {headline(report):.4f}")
@@ -544,7 +560,30 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
                 # a copy: the weights in the dict would otherwise go on training
                 best_ckpt = copy.deepcopy(finetuned_checkpoint(classifier, tokenizer, cfg, it + 1, max_iters, report))
                 save_finetuned(done + [best_ckpt], cfg.out_dir)
+            save_checkpoint({"member": len(done), "iter_num": it + 1, "best": best_ckpt,
+                             "classifier": classifier.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scaler": scaler.state_dict(), "rng": runtime.rng_state(),
+                             "config": asdict(cfg), "train_seconds": time.time() - started},
+                            Path(cfg.out_dir) / "last.pt")
     return best_ckpt
+
+
+def load_resume_point(cfg):
+    """out_dir/last.pt of an interrupted run, and the members it had finished (best.pt begins with them).
+    The options must be the run's own: a resumed run that trained differently would be neither."""
+    path = Path(cfg.out_dir) / "last.pt"
+    if not path.is_file():
+        raise UserError(f"--resume: no interrupted run in {cfg.out_dir} (no last.pt; a finished run "
+                        f"deletes it); start a new run without --resume")
+    last = load_checkpoint(path)
+    was = {**last["config"], "seed": last["config"]["seed"] - last["member"]}  # its member's seed, the run's
+    now = asdict(cfg)
+    for key in was:
+        if key not in ("resume", "device", "log_interval") and now[key] != was[key]:
+            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}={was[key]}; "
+                            f"resume it with the options it started with")
+    finished = load_checkpoint(Path(cfg.out_dir) / "best.pt")
+    return last, finished.get("members", [finished])[: last["member"]]
 
 
 def finetune(cfg):
@@ -554,6 +593,13 @@ def finetune(cfg):
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)
 
+    last, members = None, []
+    if cfg.resume:
+        last, members = load_resume_point(cfg)
+    elif (Path(cfg.out_dir) / "last.pt").exists():
+        raise UserError(f"{cfg.out_dir} holds an interrupted run (last.pt); continue it with --resume=True, "
+                        f"or choose another --out_dir")
+
     gpt, tokenizer = load_pretrained(cfg)
     max_len = min(cfg.max_len, gpt.config.block_size)
     train_path = split_path(cfg.data_dir, cfg.task, "train")
@@ -562,14 +608,15 @@ def finetune(cfg):
     print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
 
-    members, t0 = [], time.time()
-    for k in range(cfg.members):  # each member starts from the same pretrained weights
+    started = time.time() - (last["train_seconds"] if last else 0.0)
+    for k in range(len(members), cfg.members):  # each member starts from the same pretrained weights
         member_cfg = replace(cfg, seed=cfg.seed + k)
         if cfg.members > 1:
             print(f"--- member {k + 1} of {cfg.members}, seed {member_cfg.seed}")
         members.append(train_classifier(copy.deepcopy(gpt), tokenizer, train_set, val_set, member_cfg,
-                                        device, dtype, members))
-    train_seconds = time.time() - t0
+                                        device, dtype, members, started, last))
+        last = None  # only the member that was interrupted resumes
+    train_seconds = time.time() - started
 
     # score the saved checkpoint, just as --eval_file will: the best on val, LoRA merged
     classifier, _, members = load_finetuned(cfg.out_dir)
@@ -596,6 +643,7 @@ def finetune(cfg):
             metrics[f"{name}_baseline"] = most_frequent_tag_baseline(train_set, examples, task.labels)
             print(f"most-frequent-tag baseline: entity F1 {headline(metrics[f'{name}_baseline']):.4f}")
     write_json(metrics, Path(cfg.out_dir) / "metrics.json")
+    (Path(cfg.out_dir) / "last.pt").unlink()  # the run is complete: nothing left to resume
     print(f"wrote {cfg.out_dir}/best.pt and {cfg.out_dir}/metrics.json")
 
 

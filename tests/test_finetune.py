@@ -256,6 +256,53 @@ def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretr
     assert "holds 2 finetuned models (--members), not one GPT" in message
 
 
+def interrupt_after(monkeypatch, n_steps):
+    """Make finetune.py's training stop dead, as a killed process would, when it starts step n_steps + 1."""
+    real_step, calls = finetune.train_step, []
+
+    def step(*args):
+        if len(calls) == n_steps:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_step(*args)
+    monkeypatch.setattr(finetune, "train_step", step)
+
+
+@pytest.mark.parametrize("n_steps", [3, 6, 9])  # in member 1; after member 1 ends; in member 2
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, pretrained, sms_data, monkeypatch, n_steps):
+    common = [f"--init_from={pretrained}", f"--data_dir={sms_data}", "--members=2", "--dropout=0.1",
+              "--device=cpu", "--max_iters=6", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--lr=1e-3"]
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    run(common + [f"--out_dir={reference}"])
+    assert not (reference / "last.pt").exists()  # a finished run leaves nothing to resume
+
+    with monkeypatch.context() as m:
+        interrupt_after(m, n_steps)
+        with pytest.raises(KeyboardInterrupt):
+            run(common + [f"--out_dir={interrupted}"])
+    last = load_checkpoint(interrupted / "last.pt")
+    assert (last["member"], last["iter_num"]) == {3: (0, 2), 6: (0, 6), 9: (1, 2)}[n_steps]
+    assert "holds an interrupted run (last.pt); continue it with --resume=True" in bad_input_error(
+        common + [f"--out_dir={interrupted}"])
+    assert "used --lr=0.001" in bad_input_error(common + [f"--out_dir={interrupted}", "--resume=True", "--lr=0.01"])
+
+    run(common + [f"--out_dir={interrupted}", "--resume=True"])
+    want, got = load_checkpoint(reference / "best.pt")["members"], load_checkpoint(interrupted / "best.pt")["members"]
+    for a, b in zip(want, got, strict=True):  # the same weights, bit for bit, and the same val scores
+        assert a["iter_num"] == b["iter_num"] and a["val"] == b["val"]
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert all(torch.equal(a["head"][k], b["head"][k]) for k in a["head"])
+    want, got = (json.loads((d / "metrics.json").read_text()) for d in (reference, interrupted))
+    assert {**want, "train_seconds": 0} == {**got, "train_seconds": 0}
+    assert not (interrupted / "last.pt").exists()
+
+
+def test_resume_needs_an_interrupted_run(tmp_path, pretrained, sms_data):
+    message = bad_input_error([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={tmp_path}",
+                               "--resume=True"])
+    assert "no interrupted run in" in message and "without --resume" in message
+
+
 def test_ner_run_scores_entities_and_tags_words(tmp_path, pretrained, capsys):
     rows = [{"tokens": ["Peter", "Blackburn", "visited", "BRUSSELS"], "tags": ["B-PER", "I-PER", "O", "B-LOC"]},
             {"tokens": ["The", "European", "Union", "said"], "tags": ["O", "B-ORG", "I-ORG", "O"]}]
@@ -389,3 +436,19 @@ def test_bench_table_runs_each_cell_once(tmp_path, pretrained, sms_data):
     before = saved.stat().st_mtime_ns
     bench_finetune.main(argv)  # a finished cell is read back, not trained again
     assert saved.stat().st_mtime_ns == before
+
+
+def test_bench_table_resumes_an_interrupted_cell(tmp_path, pretrained, sms_data, monkeypatch):
+    config = tmp_path / "finetune_tiny.py"
+    config.write_text(f"task = 'sms_spam'\ndata_dir = {str(sms_data)!r}\nbatch_size = 4\nwarmup_iters = 1\n"
+                      "eval_interval = 2\n")
+    argv = [f"--config={config}", f"--inits={pretrained}", "--modes=full", "--heads=last,mean",
+            "--max_iters=4", "--device=cpu", f"--out_dir={tmp_path / 'bench'}"]
+    with monkeypatch.context() as m:
+        interrupt_after(m, 7)  # the first cell's 4 steps, then 3 of the second's, which evaluated after 2
+        with pytest.raises(KeyboardInterrupt):
+            bench_finetune.main(argv)
+    cell = tmp_path / "bench" / "run-full-mean"
+    assert load_checkpoint(cell / "last.pt")["iter_num"] == 2
+    bench_finetune.main(argv)
+    assert json.loads((cell / "metrics.json").read_text())["iters"] == 4 and not (cell / "last.pt").exists()
