@@ -178,6 +178,17 @@ def test_lm_corpus_holds_the_train_texts_only(tmp_path, task, lm):
     assert sources.read_tokens(tmp_path / "lm" / "val.bin")[-1] == tok.eot_token
 
 
+def test_sst2_val_holds_whole_sentences_and_train_drops_their_phrases():
+    texts = ["a good film", "a fine cast", "a", "good film", "good", "fine cast", "fine"]  # 2 sentences
+    examples = [{"text": t, "label": "positive"} for t in texts]
+    parts, n_sentences = sst2.split_by_sentence(examples, {"train": 0.5, "val": 0.5}, seed=0)
+    assert n_sentences == 2 and len(parts["val"]) == 1
+    # train keeps the other sentence and its phrases, "a" (in both) included; the held-out one's go
+    expected = {"a good film": ["a fine cast", "a", "fine cast", "fine"],
+                "a fine cast": ["a good film", "a", "good film", "good"]}[parts["val"][0]["text"]]
+    assert sorted(r["text"] for r in parts["train"]) == sorted(expected)
+
+
 def test_sst2_parsing_and_held_out_val(tmp_path):
     train = sst2.read_examples(sources.SHARED_DATA / "sst2" / "train.tsv")
     assert len(train) == 67_349
@@ -185,9 +196,13 @@ def test_sst2_parsing_and_held_out_val(tmp_path):
     sst2.prepare(out_dir=tmp_path)
     parts = read_parts(tmp_path, ["train", "val", "dev"])
     assert len(parts["dev"]) == 872
-    assert len(parts["train"]) + len(parts["val"]) == 67_349
-    assert abs(len(parts["val"]) - 0.02 * 67_349) <= 1
+    split = sources.read_json(tmp_path / "split.json")
+    assert len(parts["train"]) + split["phrases dropped with val's sentences"] == 67_349
+    assert abs(len(parts["val"]) - 0.1 * split["sentences in train.tsv"]) <= 1
     assert {r["label"] for rows in parts.values() for r in rows} == set(sst2.LABELS)
+    # no val sentence was seen in training, not even inside a longer training row
+    seen = set().union(*(sst2.word_spans(r["text"]) for r in parts["train"]))
+    assert not any(" ".join(r["text"].split()) in seen for r in parts["val"])
 
 
 def test_conll_parsing_and_held_out_val(tmp_path):
