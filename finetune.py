@@ -543,7 +543,6 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
             next(batches)
         runtime.set_rng_state(resume["rng"])
         print(f"resuming at iteration {start} of {max_iters}")
-    best = headline(best_ckpt["val"]) if best_ckpt else -1.0
     for it in range(start, max_iters):
         classifier.train()
         lr = get_lr(it, cfg, max_iters)
@@ -555,8 +554,7 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
         if (it + 1) % eval_interval == 0 or it + 1 == max_iters:
             report = evaluate(classifier, val_set, task.labels, cfg.batch_size, device, ctx)
             print(f"iter {it + 1}: val accuracy {report['accuracy']:.4f}, headline {headline(report):.4f}")
-            if headline(report) > best:
-                best = headline(report)
+            if best_ckpt is None or headline(report) > headline(best_ckpt["val"]):
                 # a copy: the weights in the dict would otherwise go on training
                 best_ckpt = copy.deepcopy(finetuned_checkpoint(classifier, tokenizer, cfg, it + 1, max_iters, report))
                 save_finetuned(done + [best_ckpt], cfg.out_dir)

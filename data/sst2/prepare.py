@@ -64,6 +64,11 @@ def read_examples(path):
     return examples
 
 
+def phrase(text):
+    """text with single spaces between words: GLUE ends many rows with a space, and spans have none."""
+    return " ".join(text.split())
+
+
 def word_spans(text):
     """Every run of consecutive words in text, the text itself included."""
     words = text.split()
@@ -72,20 +77,19 @@ def word_spans(text):
 
 def split_by_sentence(examples, fractions, seed):
     """Hold out whole sentences as val: see the docstring at the top. -> ({"train", "val"}, n_sentences)"""
-    phrases = {" ".join(e["text"].split()) for e in examples}
+    phrases = {phrase(e["text"]) for e in examples}
     inside = set()  # phrases that are a span of a longer phrase
-    for phrase in phrases:
-        inside |= (word_spans(phrase) & phrases) - {phrase}
+    for text in phrases:
+        inside |= (word_spans(text) & phrases) - {text}
     sentences = {}  # phrase -> its example, for the rows that are no span of another (a dict: GLUE repeats a few)
     for e in examples:
-        key = " ".join(e["text"].split())
-        if key not in inside:
-            sentences[key] = e
+        if phrase(e["text"]) not in inside:
+            sentences[phrase(e["text"])] = e
     parts = split_examples(list(sentences.values()), fractions, seed, label_key="label")
     seen = set()  # what training may read: the train sentences and all their spans
     for e in parts["train"]:
         seen |= word_spans(e["text"])
-    train = [e for e in examples if " ".join(e["text"].split()) in seen]
+    train = [e for e in examples if phrase(e["text"]) in seen]
     return {"train": train, "val": parts["val"]}, len(sentences)
 
 
