@@ -577,6 +577,9 @@ def load_resume_point(cfg):
     was = {**last["config"], "seed": last["config"]["seed"] - last["member"]}  # its member's seed, the run's
     now = asdict(cfg)
     for key in was:
+        if key not in now:  # written by an older finetune.py, with an option this one no longer has
+            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}, an option this "
+                            f"finetune.py does not have; start a new run in another --out_dir")
         if key not in ("resume", "device", "log_interval") and now[key] != was[key]:
             raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}={was[key]}; "
                             f"resume it with the options it started with")

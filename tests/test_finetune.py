@@ -297,6 +297,20 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, pretrained, sms
     assert not (interrupted / "last.pt").exists()
 
 
+def test_resume_refuses_a_run_with_an_option_that_no_longer_exists(tmp_path, pretrained, sms_data, monkeypatch):
+    common = [f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={tmp_path}", "--device=cpu",
+              "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1"]
+    with monkeypatch.context() as m:
+        interrupt_after(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            run(common)
+    last = load_checkpoint(tmp_path / "last.pt")
+    last["config"]["label_smoothing"] = 0.1  # as if an older finetune.py had this option
+    torch.save(last, tmp_path / "last.pt")
+    message = bad_input_error(common + ["--resume=True"])
+    assert "used --label_smoothing, an option this finetune.py does not have" in message
+
+
 def test_resume_needs_an_interrupted_run(tmp_path, pretrained, sms_data):
     message = bad_input_error([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={tmp_path}",
                                "--resume=True"])
