@@ -37,18 +37,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import runtime
-from checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
-from cli import UserError, parse_config, run_main
+from common import runtime
+from common.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
+from common.cli import UserError, parse_config, run_main
 from data.conll2003 import prepare as conll2003
 from data.sms_spam import prepare as sms_spam
 from data.sst2 import prepare as sst2
-from heads import HEADS, align_word_labels, build_head, decode_iob2, word_predictions
-from lora import LORA_TARGETS, LoRALinear, apply_lora, merge_lora
-from metrics import classification_report, format_report, headline, score
+from finetuning.heads import HEADS, align_word_labels, build_head, decode_iob2, word_predictions
+from finetuning.lora import LORA_TARGETS, LoRALinear, apply_lora, merge_lora
+from finetuning.metrics import classification_report, format_report, headline, score
 from model import GPT, GPTConfig, masked_cross_entropy
-from sources import numbered_lines
-from tokenizer import gpt2_tokenizer, load_tokenizer
+from common.sources import numbered_lines
+from common.tokenizer import gpt2_tokenizer, load_tokenizer
 from train import optimizer_step
 
 ROOT = Path(__file__).resolve().parent

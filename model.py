@@ -305,7 +305,7 @@ class GPT(nn.Module):
         """Load OpenAI GPT-2 weights (any size) from a local Hugging Face-format directory holding
         config.json and model.safetensors or pytorch_model.bin. Needs no network. Dropout may be set
         for finetuning; it has no weights."""
-        from checkpoint import load_hf_state_dict  # imported here: checkpoint.py imports this file
+        from common.checkpoint import load_hf_state_dict  # imported here: checkpoint.py imports this file
 
         path = Path(path)
         with open(path / "config.json") as f:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-import runtime
-from checkpoint import load_model
-from cli import UserError, parse_config, run_main
+from common import runtime
+from common.checkpoint import load_model
+from common.cli import UserError, parse_config, run_main
 from model import GPT
-from tokenizer import gpt2_tokenizer, load_tokenizer
+from common.tokenizer import gpt2_tokenizer, load_tokenizer
 
 
 @dataclass

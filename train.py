@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import runtime
-from checkpoint import load_model, save_checkpoint
-from cli import UserError, parse_config, run_main
+from common import runtime
+from common.checkpoint import load_model, save_checkpoint
+from common.cli import UserError, parse_config, run_main
 from model import GPT, GPTConfig
-from tokenizer import load_tokenizer
+from common.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent
 

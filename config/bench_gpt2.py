@@ -1,5 +1,5 @@
 # GPT-2 small (124M) training throughput on one GPU: block 1024, bf16, torch.compile, flash attention.
-# python bench.py config/bench_gpt2.py
+# python tools/bench.py config/bench_gpt2.py
 n_layer = 12
 n_head = 12
 n_embd = 768

@@ -3,7 +3,7 @@
 # python train.py config/train_sst2_lm.py                # pretrain on SST-2's training phrases
 # python finetune.py config/finetune_sst2.py                 # 78.78% dev, about 4.5 minutes on 2 CPU cores
 # python finetune.py config/finetune_sst2.py --head=mlp --dropout=0.1 --members=3   # 81.65%, 4 times as long
-# (this file stays single-model: it is also the base of bench_finetune.py's SST-2 table)
+# (this file stays single-model: it is also the base of tools/bench_finetune.py's SST-2 table)
 # python finetune.py config/finetune_sst2.py --init_from=path/to/gpt2 --lr=5e-5   # a GPT-2 Hugging Face folder
 
 init_from = "out-sst2-lm"

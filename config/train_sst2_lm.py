@@ -1,5 +1,5 @@
 # A small GPT-2-BPE model pretrained on SST-2's training phrases (text only, no labels; GLUE dev
-# stays unseen), the starting point for finetune.py on SST-2 and for bench_finetune.py's table.
+# stays unseen), the starting point for finetune.py on SST-2 and for tools/bench_finetune.py's table.
 # python train.py config/train_sst2_lm.py
 # python finetune.py config/finetune_sst2.py
 # GPT-2's 50,257-token lm_head costs most of each step, so the body is small and the run short.

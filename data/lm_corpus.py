@@ -7,10 +7,10 @@ boundary); the last 10% of the texts are the LM's val split. data/sms_spam_lm an
 
 from pathlib import Path
 
-from cli import UserError
+from common.cli import UserError
 from data.shakespeare_char.prepare import write_dataset
-from sources import read_jsonl
-from tokenizer import gpt2_tokenizer
+from common.sources import read_jsonl
+from common.tokenizer import gpt2_tokenizer
 
 TRAIN_FRACTION = 0.9  # of the texts; the rest is the LM's val split
 

@@ -19,10 +19,10 @@ import data.sms_spam.prepare as sms_spam
 import data.sms_spam_lm.prepare as sms_spam_lm
 import data.sst2.prepare as sst2
 import data.sst2_lm.prepare as sst2_lm
-import sources
-from cli import UserError
+from common import sources
+from common.cli import UserError
 from data import lm_corpus
-from tokenizer import gpt2_tokenizer, load_tokenizer
+from common.tokenizer import gpt2_tokenizer, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = sources.SHARED_DATA / "tinyshakespeare" / "input.txt"

@@ -12,7 +12,7 @@ import pytest
 
 import sample
 import train
-from cli import run_main
+from common.cli import run_main
 from data.shakespeare_char import prepare as char_prepare
 from test_train import TINY, char_data  # noqa: F401  (a pytest fixture)
 

@@ -16,16 +16,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bench_finetune
+from tools import bench_finetune
 import finetune
-from checkpoint import load_checkpoint, save_checkpoint
-from cli import UserError
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.cli import UserError
 from conftest import assert_close, tiny_gpt
 from finetune import Classifier, FinetuneConfig, TRAIN_MODES, collate, continuation_logprobs, encode_example
-from heads import build_head
-from metrics import classification_report, entity_report, entity_spans
+from finetuning.heads import build_head
+from finetuning.metrics import classification_report, entity_report, entity_spans
 from model import GPT, GPTConfig
-from tokenizer import gpt2_tokenizer
+from common.tokenizer import gpt2_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import load_safetensors
-from cli import UserError
+from common.checkpoint import load_safetensors
+from common.cli import UserError
 from conftest import assert_close
 from model import GPT
 

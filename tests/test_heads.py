@@ -12,8 +12,8 @@ import torch
 
 from conftest import assert_close, spread_weights, tiny_gpt
 from finetune import Classifier
-from heads import HEADS, align_word_labels, build_head, decode_iob2, last_real_index, word_predictions
-from tokenizer import gpt2_tokenizer
+from finetuning.heads import HEADS, align_word_labels, build_head, decode_iob2, last_real_index, word_predictions
+from common.tokenizer import gpt2_tokenizer
 
 
 def padded_batch(rows, pad_ids):

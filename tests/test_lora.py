@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from conftest import assert_close, tiny_gpt
-from lora import LORA_TARGETS, LoRALinear, apply_lora, merge_lora
+from finetuning.lora import LORA_TARGETS, LoRALinear, apply_lora, merge_lora
 
 
 def randomize_updates(model, seed):

@@ -7,9 +7,9 @@ import pytest
 import regex
 import tiktoken
 
-import sources
-from cli import UserError
-from tokenizer import CharTokenizer, gpt2_tokenizer, load_tokenizer
+from common import sources
+from common.cli import UserError
+from common.tokenizer import CharTokenizer, gpt2_tokenizer, load_tokenizer
 
 GPT2_BPE = sources.SHARED_DATA / "gpt2_bpe"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import runtime
-from checkpoint import load_checkpoint
+from common import runtime
+from common.checkpoint import load_checkpoint
 from model import GPT, GPTConfig
 from train import Batches, TrainConfig, get_lr, make_checkpoint, train, train_step
 

@@ -18,8 +18,8 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cli import UserError, parse_config, run_main
-from sources import PrepareArgs, find_source, numbered_lines, sha256, split_examples, write_splits
+from common.cli import UserError, parse_config, run_main
+from common.sources import PrepareArgs, find_source, numbered_lines, sha256, split_examples, write_splits
 
 HERE = Path(__file__).resolve().parent
 RELPATH = "conll2003/train.txt"

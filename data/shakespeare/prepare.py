@@ -14,10 +14,10 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cli import parse_config, run_main
+from common.cli import parse_config, run_main
 from data.shakespeare_char.prepare import read_corpus, split_corpus, write_dataset
-from sources import PrepareArgs
-from tokenizer import gpt2_tokenizer
+from common.sources import PrepareArgs
+from common.tokenizer import gpt2_tokenizer
 
 HERE = Path(__file__).resolve().parent
 CHUNK_CHARS = 100_000  # encode this much text at a time, to show progress on a large corpus

@@ -13,9 +13,9 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cli import UserError, parse_config, run_main
-from sources import PrepareArgs, find_source, read_text, write_json, write_tokens
-from tokenizer import CharTokenizer
+from common.cli import UserError, parse_config, run_main
+from common.sources import PrepareArgs, find_source, read_text, write_json, write_tokens
+from common.tokenizer import CharTokenizer
 
 HERE = Path(__file__).resolve().parent
 RELPATH = "tinyshakespeare/input.txt"

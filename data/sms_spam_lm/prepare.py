@@ -14,10 +14,10 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cli import parse_config, run_main
+from common.cli import parse_config, run_main
 from data import lm_corpus
 from data.sms_spam import prepare as sms_spam
-from sources import PrepareArgs
+from common.sources import PrepareArgs
 
 HERE = Path(__file__).resolve().parent
 

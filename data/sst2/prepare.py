@@ -24,8 +24,8 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from cli import UserError, parse_config, run_main
-from sources import (PrepareArgs, find_source, label_counts, numbered_lines, sha256, split_examples,
+from common.cli import UserError, parse_config, run_main
+from common.sources import (PrepareArgs, find_source, label_counts, numbered_lines, sha256, split_examples,
                      write_splits)
 
 HERE = Path(__file__).resolve().parent

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cli import UserError
+from common.cli import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -57,7 +57,7 @@ def pick_dtype(name, device):
 
 def pick_attention(name, device):
     """"auto" is sdpa (flash kernels) on a CUDA GPU and the hand-written manual path elsewhere, which
-    runs faster than sdpa on a CPU in bfloat16 (python bench.py --dtype=bfloat16)."""
+    runs faster than sdpa on a CPU in bfloat16 (python tools/bench.py --dtype=bfloat16)."""
     if name == "auto":
         return "sdpa" if device.startswith("cuda") else "manual"
     return name

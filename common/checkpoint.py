@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from cli import UserError
+from common.cli import UserError
 from model import GPT, GPTConfig
 
 

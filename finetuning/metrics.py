@@ -3,7 +3,7 @@ Scores of predictions against gold labels: accuracy, per-class precision/recall/
 confusion matrix for classification; entity-level precision/recall/F1 for named-entity tagging,
 with an entity counted only when its type and its exact span match (the CoNLL conlleval definition).
 
-    from metrics import score, format_report
+    from finetuning.metrics import score, format_report
     print(format_report(score(["ham", "spam"], ["ham", "ham"], ["ham", "spam"])))
 """
 

@@ -2,19 +2,24 @@
 Measure speed: training tokens/s and MFU for a model size, eager vs torch.compile and manual vs sdpa
 attention; and sampling tokens/s with and without the KV cache. Prints tables (README: Benchmarks).
 
-    python bench.py                               # the nanoGPT CPU recipe's model (4 layers, 128 dims, block 64)
-    python bench.py --compile_modes=eager,compile --attentions=manual,sdpa
-    python bench.py config/bench_gpt2.py          # GPT-2 124M, block 1024, bf16 on a GPU
-    python bench.py --what=sample --block_size=256 --max_new_tokens=500 --window_step=128
+    python tools/bench.py                               # the nanoGPT CPU recipe's model (4 layers, 128 dims, block 64)
+    python tools/bench.py --compile_modes=eager,compile --attentions=manual,sdpa
+    python tools/bench.py config/bench_gpt2.py          # GPT-2 124M, block 1024, bf16 on a GPU
+    python tools/bench.py --what=sample --block_size=256 --max_new_tokens=500 --window_step=128
 """
 
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+# Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-import runtime
-from cli import UserError, parse_config, run_main
+from common import runtime
+from common.cli import UserError, parse_config, run_main
 from model import GPT, GPTConfig
 
 

@@ -1,7 +1,7 @@
 """
 Text <-> token ids. Two tokenizers with one interface (encode, decode, vocab_size, meta):
 
-    from tokenizer import load_tokenizer
+    from common.tokenizer import load_tokenizer
     tok = load_tokenizer({"kind": "gpt2"})       # or {"kind": "char", "chars": "abc..."}
     ids = tok.encode("Hello world")              # [15496, 995]
     tok.decode(ids)                              # "Hello world"
@@ -16,8 +16,8 @@ import tiktoken
 import tiktoken.load
 import tiktoken_ext.openai_public
 
-from cli import UserError
-from sources import local_copy, sha256
+from common.cli import UserError
+from common.sources import local_copy, sha256
 
 
 class CharTokenizer:

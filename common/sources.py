@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import UserError
+from common.cli import UserError
 
-SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @dataclass

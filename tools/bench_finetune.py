@@ -2,9 +2,9 @@
 The finetuning table: every starting point x train mode x head on one task, each a finetune.py run
 scored on val and test, printed as a Markdown table and saved as out_dir/table.md.
 
-    python bench_finetune.py --config=config/finetune_sms_spam.py --inits=out-shakespeare,scratch
-    python bench_finetune.py --config=config/finetune_conll2003.py --modes=full,head,lora
-    python bench_finetune.py --config=config/finetune_sms_spam.py --heads=last,mean --modes=head,lora \\
+    python tools/bench_finetune.py --config=config/finetune_sms_spam.py --inits=out-shakespeare,scratch
+    python tools/bench_finetune.py --config=config/finetune_conll2003.py --modes=full,head,lora
+    python tools/bench_finetune.py --config=config/finetune_sms_spam.py --heads=last,mean --modes=head,lora \\
         --max_iters=20 --max_train=200 --device=cpu          # a quick look, not a measurement
 
 Each run writes its own out_dir/<init>-<mode>-<head>/ (best.pt, metrics.json). A run whose
@@ -13,13 +13,17 @@ interrupted table continues where it stopped, and deleting a run's folder reruns
 """
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import finetune
-from cli import parse_config, run_main
-from heads import HEADS
-from metrics import headline
+from common.cli import parse_config, run_main
+from finetuning.heads import HEADS
+from finetuning.metrics import headline
 
 
 @dataclass
