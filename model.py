@@ -1,7 +1,13 @@
 """
 A GPT language model in one file, readable top to bottom.
 
-    GPTConfig -> LayerNorm, gelu -> CausalSelfAttention -> MLP -> Block -> GPT
+    GPTConfig                   the model's sizes
+    LayerNorm, gelu             the two nonlinear pieces, written out
+    KVCache, LayerKVCache       keys and values kept between generation steps
+    CausalSelfAttention         multi-head masked self-attention: the math by hand, or one fused call
+    MLP, Block                  the feed-forward net, and the pre-LayerNorm residual block
+    GPT                         embeddings, the blocks, ln_f, lm_head; forward, generate, loading GPT-2
+    masked_cross_entropy, sample_next_token    the loss and the sampling rule
 
 The parameter names are GPT-2's own (wte, wpe, h.{i}.attn.c_attn, ln_f, ...), so OpenAI's
 weights load with a short loop. References:
@@ -71,13 +77,35 @@ def gelu(x):
 
 
 class KVCache:
-    """The keys and values of every token seen so far, one pair per layer, for fast generation."""
+    """The keys and values of the tokens in the context window, one pair per layer, so that each
+    generation step feeds only the newest token through the model.
 
-    def __init__(self, n_layer):
+    Positions are learned, so when the text outgrows block_size and the window slides, every token
+    moves to a new position and the cached keys and values go stale: the cache is emptied and rebuilt
+    from the window. window_step is how far the window slides at once. With 1 each token sees exactly
+    the last block_size tokens, as recomputing without a cache would. With s > 1 a rebuilt cache
+    serves the next s - 1 tokens: faster, but a token then sees block_size - s + 1 to block_size
+    tokens of context, so the text is no longer the one recomputation would sample."""
+
+    def __init__(self, n_layer, block_size, window_step=1):
+        if not 1 <= window_step <= block_size:
+            raise ValueError(f"window_step must be between 1 and block_size ({block_size}), got {window_step}")
+        self.n_layer, self.block_size, self.window_step = n_layer, block_size, window_step
         self.layers = [LayerKVCache() for _ in range(n_layer)]
+        self.start = None  # where the context window begins in the token sequence
 
     def __len__(self):
         return self.layers[0].length
+
+    def unseen(self, idx):
+        """The tokens of idx (B, T_all) that the cache has not seen: the whole window at first, then
+        the newest token. Slides the window, and empties the cache, when that token would not fit."""
+        if self.start is None:
+            self.start = max(0, idx.size(1) - self.block_size)
+        if idx.size(1) - self.start > self.block_size:
+            self.start = idx.size(1) - (self.block_size - self.window_step + 1)
+            self.layers = [LayerKVCache() for _ in range(self.n_layer)]
+        return idx[:, self.start + len(self):]  # (B, T_new)
 
 
 class LayerKVCache:
@@ -250,46 +278,16 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
                  window_step=1):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens; temperature 0 is greedy.
-        Call model.eval() first, so that dropout is off.
-
-        Once the text outgrows block_size the context window slides. Positions are learned, so a slide
-        moves every token to a new position and the cached keys and values go stale: the cache is rebuilt
-        from the window's tokens. window_step says how far the window moves at once. With 1 (the default)
-        it moves every token and each token sees exactly the last block_size tokens, as without a cache;
-        then the cache only helps until the window first fills. With s > 1 it moves s tokens at once and
-        the rebuilt cache serves the next s - 1 tokens, so a token sees between block_size - s + 1 and
-        block_size tokens of context: faster, no longer equal to recomputation past block_size. Without
-        a cache every step recomputes the last block_size tokens, and window_step plays no part."""
-        block_size = self.config.block_size
-        if not 1 <= window_step <= block_size:
-            raise ValueError(f"window_step must be between 1 and block_size ({block_size}), got {window_step}")
-        cache = KVCache(self.config.n_layer) if use_cache else None
-        start = max(0, idx.size(1) - block_size)  # where the context window begins in idx
+        Call model.eval() first, so that dropout is off. window_step: see KVCache."""
+        cache = KVCache(self.config.n_layer, self.config.block_size, window_step) if use_cache else None
         for _ in range(max_new_tokens):
             if cache is None:
-                logits, _ = self(idx[:, -block_size:])
+                logits, _ = self(idx[:, -self.config.block_size:])  # recompute the whole window each step
             else:
-                if idx.size(1) - start > block_size:
-                    # the newest token does not fit: slide the window and rebuild the cache from it
-                    start = idx.size(1) - (block_size - window_step + 1)
-                    cache = KVCache(self.config.n_layer)
-                # feed only the tokens the cache has not seen: the whole window first, then one at a time
-                logits, _ = self(idx[:, start + len(cache):], cache=cache)
+                logits, _ = self(cache.unseen(idx), cache=cache)  # feed only what the cache lacks
             idx_next = sample_next_token(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW that decays the 2-D weights (matmuls, embeddings) but not biases and LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        # the fused kernel does the whole update in a few launches; CUDA and CPU both have it
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
         """Model FLOPs utilisation: achieved FLOP/s as a fraction of peak_flops (PaLM paper, appendix B)."""
@@ -335,6 +333,19 @@ class GPT(nn.Module):
             with torch.no_grad():
                 ours[name].copy_(weight)
         return model
+
+
+def adamw(module, weight_decay, learning_rate, betas, device_type):
+    """AdamW over a module's trainable parameters that decays the 2-D weights (matmuls, embeddings)
+    but not biases and LayerNorm gains (they are few, and a gain pulled towards 0 switches a feature
+    off instead of regularising). Frozen parameters are left out, so finetuning only some skips the rest."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # the fused kernel does the whole update in a few launches; CUDA and CPU both have it
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))
 
 
 def masked_cross_entropy(logits, targets):

@@ -14,10 +14,8 @@ from pathlib import Path
 import torch
 
 from common import runtime
-from common.checkpoint import load_model
+from common.checkpoint import load_gpt
 from common.cli import UserError, parse_config, run_main
-from model import GPT
-from common.tokenizer import gpt2_tokenizer, load_tokenizer
 
 
 @dataclass
@@ -50,16 +48,6 @@ class SampleConfig:
             raise ValueError(f"window_step must be 1 or more, got {self.window_step}")
         if self.checkpoint not in ("best", "last"):
             raise ValueError(f"checkpoint must be best or last, got {self.checkpoint!r}")
-
-
-def load_for_sampling(cfg):
-    """The model and its tokenizer: a train.py run's own, or GPT-2's."""
-    if cfg.init_from == "resume":
-        model, ckpt = load_model(cfg.out_dir, cfg.checkpoint)
-        return model, load_tokenizer(ckpt["tokenizer"])
-    if not Path(cfg.init_from, "config.json").is_file():
-        raise UserError(f"--init_from takes resume or a GPT-2 directory with config.json; got {cfg.init_from!r}")
-    return GPT.from_pretrained(cfg.init_from), gpt2_tokenizer()
 
 
 def read_prompt(start):
@@ -95,7 +83,8 @@ def main(argv):
     device = runtime.pick_device(cfg.device)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_for_sampling(cfg)
+    # a train.py run (--init_from=resume: the one in out_dir) or a GPT-2 Hugging Face directory
+    model, tokenizer = load_gpt(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from, cfg.checkpoint)
     model.eval().to(device)
     prompt = read_prompt(cfg.start)
     with runtime.autocast(device, dtype):

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 
 from common import runtime
-from common.checkpoint import load_model, save_checkpoint
+from common.checkpoint import load_gpt, load_model, save_checkpoint
 from common.cli import UserError, parse_config, run_main
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, adamw
 from common.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent
@@ -159,31 +159,28 @@ def find_data(cfg):
 # ----------------------------------------------------------------------------- model and optimizer
 
 def init_model(cfg, vocab_size, device):
-    """A new model, the one in out_dir/last.pt, or GPT-2's weights; plus the checkpoint if resuming."""
+    """A new model, the interrupted run's (out_dir/last.pt, returned with its checkpoint so the
+    optimizer and random state resume too), or a pretrained one (checkpoint.load_gpt)."""
     if cfg.init_from == "scratch":
         return GPT(cfg.model_config(vocab_size, device)), None
     if cfg.init_from == "resume":
         return load_model(cfg.out_dir, "last")
-    if not Path(cfg.init_from, "config.json").is_file():
-        raise UserError(f"--init_from takes scratch, resume or a GPT-2 directory with config.json; "
-                        f"got {cfg.init_from!r}")
-    model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
+    model, _ = load_gpt(cfg.init_from, dropout=cfg.dropout)
     if cfg.block_size < model.config.block_size:
-        model.crop_block_size(cfg.block_size)
+        model.crop_block_size(cfg.block_size)  # e.g. GPT-2's 1024 positions cut to a shorter block
     return model, None
 
 
-def get_lr(it, cfg):
-    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
-    if not cfg.decay_lr:
-        return cfg.learning_rate
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it >= cfg.lr_decay_iters:
-        return cfg.min_lr
-    progress = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+def get_lr(it, learning_rate, warmup_iters, decay_iters, min_lr, decay="cosine"):
+    """Linear warmup for warmup_iters, then a decay to min_lr at decay_iters, then min_lr. The decay
+    is a cosine for pretraining (GPT-3, nanoGPT) and a straight line for finetuning (BERT)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it >= decay_iters:
+        return min_lr
+    progress = (it - warmup_iters) / max(1, decay_iters - warmup_iters)  # 0 -> 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress)) if decay == "cosine" else 1.0 - progress  # 1 -> 0
+    return min_lr + coeff * (learning_rate - min_lr)
 
 
 # ----------------------------------------------------------------------------- one step, one evaluation
@@ -241,8 +238,8 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
 def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss):
     rng = {**runtime.rng_state(), "batches": batches.generator.get_state()}
     return {
-        "model": runtime.unwrap(model).state_dict(),
-        "model_args": asdict(runtime.unwrap(model).config),
+        "model": model.state_dict(),
+        "model_args": asdict(model.config),
         "optimizer": optimizer.state_dict(),
         "config": asdict(cfg),
         "tokenizer": meta,
@@ -300,10 +297,11 @@ def plot_losses(out_dir):
 
 def train(cfg):
     """Train as cfg says; returns {"iter_num", "best_val_loss", "last_eval"}."""
+    # where the math runs: one process, or one of several started by torchrun (DDP)
     ddp = runtime.setup_distributed(cfg.backend)
     device = runtime.pick_device(cfg.device)
     if ddp.enabled and device.startswith("cuda"):
-        device = f"cuda:{ddp.local_rank}"
+        device = f"cuda:{ddp.local_rank}"  # one GPU per process
         torch.cuda.set_device(device)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     if cfg.gradient_accumulation_steps % ddp.world_size != 0:
@@ -314,6 +312,7 @@ def train(cfg):
         raise UserError(f"{out_dir} already holds a run; continue it with --init_from=resume "
                         f"or choose another --out_dir")
 
+    # data and model
     data_dir, meta = find_data(cfg)
     vocab_size = load_tokenizer(meta).vocab_size
     torch.manual_seed(cfg.seed + ddp.rank)  # dropout differs between ranks; DDP copies rank 0's init to all
@@ -325,31 +324,35 @@ def train(cfg):
     if device.startswith("cuda"):
         runtime.enable_tf32()
     model.to(device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                           device.split(":")[0])
+
+    # the optimizer, and where a resumed run left off
+    optimizer = adamw(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.split(":")[0])
     iter_num, best_val_loss = 0, float("inf")
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         restore_rng(ckpt["rng"], batches)
         ckpt = None  # free the CPU copy
+    # float16 gradients underflow to 0 without scaling the loss up first; bfloat16 and float32 need none
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = runtime.autocast(device, dtype)
-    raw_model = model
+
+    # compile in place: `model` stays the GPT whose state_dict is saved and sampled, with no prefix
     if cfg.compile and runtime.can_compile(device):
-        model = torch.compile(model)
+        model.compile()
     elif cfg.compile:
         print("torch.compile needs a C++ compiler (g++, clang++ or $CXX) on a CPU and none was found: "
               "training eager, about half as fast; install one, or pass --compile=False")
-    eval_model = model  # only the master evaluates, so it must not go through DDP's collectives
-    model = runtime.wrap_ddp(model, device, ddp)
+    # DDP averages gradients across ranks in backward; only training steps go through it, since only
+    # the master evaluates and an evaluation through DDP would wait for the other ranks
+    ddp_model = runtime.wrap_ddp(model, device, ddp)
 
     micro_steps_per_rank = cfg.gradient_accumulation_steps // ddp.world_size
-    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * raw_model.config.block_size
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model.config.block_size
     peak = runtime.peak_flops(device, dtype) if ddp.is_master else None
     if ddp.is_master:
         out_dir.mkdir(parents=True, exist_ok=True)
-        print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters on {device} in {dtype}; "
+        print(f"{model.get_num_params() / 1e6:.2f}M parameters on {device} in {dtype}; "
               f"{tokens_per_iter:,} tokens per iteration")
     logger = Logger(cfg) if ddp.is_master else None
 
@@ -358,47 +361,54 @@ def train(cfg):
     last_eval = None
     t0 = time.perf_counter()
     while True:
-        lr = get_lr(iter_num, cfg)
+        # set this iteration's learning rate
+        lr = cfg.learning_rate
+        if cfg.decay_lr:
+            lr = get_lr(iter_num, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        # evaluate, checkpoint, plot
+        # every eval_interval iterations and at the end: evaluate, write checkpoints, plot
         if (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters) and iter_num != skip_eval_at:
             if ddp.is_master:
-                last_eval = estimate_loss(eval_model, batches, cfg.eval_iters, ctx, device, cfg.seed)
+                last_eval = estimate_loss(model, batches, cfg.eval_iters, ctx, device, cfg.seed)
                 print(f"step {iter_num}: train loss {last_eval['train']:.4f}, val loss {last_eval['val']:.4f}")
                 logger.log({"iter": iter_num, "train_loss": last_eval["train"], "val_loss": last_eval["val"]})
                 improved = last_eval["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, last_eval["val"])
                 state = make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss)
                 if improved:
-                    save_checkpoint(state, out_dir / "best.pt")
+                    save_checkpoint(state, out_dir / "best.pt")  # what sample.py and finetune.py read
                 if cfg.always_save_checkpoint or improved:
-                    save_checkpoint(state, out_dir / "last.pt")
+                    save_checkpoint(state, out_dir / "last.pt")  # what --init_from=resume reads
                 plot_losses(out_dir)
             t0 = time.perf_counter()  # keep evaluation out of the timing
         if iter_num >= cfg.max_iters or cfg.eval_only:
             break
 
+        # one iteration: forward and backward over this rank's micro-batches, then one optimizer step
         micro_batches = batches.iteration(cfg.gradient_accumulation_steps, ddp)
-        loss = train_step(model, optimizer, scaler, micro_batches, cfg.grad_clip, ctx, device)
+        loss = train_step(ddp_model, optimizer, scaler, micro_batches, cfg.grad_clip, ctx, device)
         if ddp.enabled:
             dist.all_reduce(loss)  # sum over ranks; / world_size gives the mean over every micro-step
             loss = loss / ddp.world_size
         iter_num += 1
 
+        # log the loss and the speed every log_interval iterations
         if iter_num % cfg.log_interval == 0 and ddp.is_master:
             loss = loss.item()  # waits for the GPU: only on logging steps
             dt = (time.perf_counter() - t0) / cfg.log_interval
-            mfu = raw_model.estimate_mfu(micro_steps_per_rank * cfg.batch_size, dt, peak) if peak else None
+            # MFU: the share of the hardware's peak FLOP/s that the model's own math used
+            mfu = model.estimate_mfu(micro_steps_per_rank * cfg.batch_size, dt, peak) if peak else None
             mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
             print(f"iter {iter_num}: loss {loss:.4f}, {dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
             logger.log({"iter": iter_num, "loss": loss, "lr": lr, "ms": dt * 1000,
                         "tokens_per_s": tokens_per_iter / dt, "mfu": mfu})
             t0 = time.perf_counter()
 
+    # the end: show what the model learned, and let every rank finish together
     if ddp.is_master and cfg.sample_tokens:
-        print_sample(raw_model, load_tokenizer(meta), cfg.sample_tokens)
+        print_sample(model, load_tokenizer(meta), cfg.sample_tokens)
     if ddp.enabled:
         dist.barrier()  # wait for the master's last evaluation: a rank that tears down early can abort
         dist.destroy_process_group()

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from common.cli import UserError
+from common.tokenizer import gpt2_tokenizer, load_tokenizer
 from model import GPT, GPTConfig
 
 
@@ -98,3 +99,23 @@ def load_model(out_dir, which="best", dropout=None):
         raise UserError(f"{path} holds {len(ckpt['members'])} finetuned models (--members), not one GPT; "
                         f"use a train.py run or a one-member finetune.py run")
     return model_from_checkpoint(ckpt, dropout), ckpt
+
+
+def load_gpt(init_from, which="best", dropout=None):
+    """A pretrained GPT and the tokenizer it reads text with: the one loader that train.py, sample.py
+    and finetune.py share. init_from is a train.py run's directory (its best.pt, or last.pt with
+    which="last") or a Hugging Face GPT-2 directory (config.json, with GPT-2's BPE); "gpt2:DIR" names
+    the latter explicitly. dropout, when given, replaces the pretrained run's own."""
+    path = Path(init_from.removeprefix("gpt2:"))
+    if (path / "config.json").is_file():
+        return GPT.from_pretrained(path, dropout=dropout or 0.0), gpt2_tokenizer()
+    if not (path / f"{which}.pt").is_file():
+        raise UserError(f"--init_from={init_from}: neither a train.py run ({which}.pt) nor a GPT-2 Hugging "
+                        f"Face directory (config.json)")
+    model, ckpt = load_model(path, which, dropout)
+    tokenizer = load_tokenizer(ckpt["tokenizer"])
+    # a model whose vocabulary and tokenizer disagree would read every text as the wrong tokens
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise UserError(f"{path / which}.pt: the model has {model.config.vocab_size} token embeddings but its "
+                        f"tokenizer {tokenizer.vocab_size} tokens; this checkpoint is damaged")
+    return model, tokenizer

@@ -123,14 +123,6 @@ def wrap_ddp(model, device, ddp):
     return DDP(model, device_ids=[ddp.local_rank] if device.startswith("cuda") else None)
 
 
-def unwrap(model):
-    """The plain GPT inside DDP and torch.compile wrappers: save and sample from this one, so a
-    checkpoint's names carry no "module." or "_orig_mod." prefix."""
-    if isinstance(model, DDP):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
 def rng_state():
     """The random state that dropout draws from, for a checkpoint: a resumed run drops the same units."""
     state = {"torch": torch.get_rng_state()}

@@ -55,7 +55,7 @@ def test_cached_logits_match_full_forward(attention, prompt_chunks, seed):
     block_size = 10
     model = tiny_gpt(seed, attention=attention, block_size=block_size)
     seq = torch.randint(0, 37, (2, block_size), generator=torch.Generator().manual_seed(seed))
-    cache = KVCache(model.config.n_layer)
+    cache = KVCache(model.config.n_layer, model.config.block_size)
     with torch.no_grad():
         start = 0
         for size in prompt_chunks:  # the prompt, possibly in several pieces

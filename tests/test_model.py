@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_close, tiny_gpt
-from model import GPT, GPTConfig, KVCache, LayerNorm, gelu, masked_cross_entropy
+from model import GPT, GPTConfig, KVCache, LayerNorm, adamw, gelu, masked_cross_entropy
 
 PATHS = ["manual", "sdpa"]
 
@@ -69,7 +69,7 @@ def test_sequence_longer_than_block_size_raises():
     model = tiny_gpt(block_size=8)
     with pytest.raises(ValueError, match="block_size 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
-    cache = KVCache(model.config.n_layer)
+    cache = KVCache(model.config.n_layer, model.config.block_size)
     model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match="length 9 .* block_size 8"):
         model(torch.zeros(1, 4, dtype=torch.long), cache=cache)  # 5 cached + 4 new
@@ -223,7 +223,7 @@ def test_weight_tying():
     summed = untied.transformer.wte.weight.grad + untied.lm_head.weight.grad
     assert_close(model.lm_head.weight.grad, summed, 1e-6, "tied grad vs sum of untied grads", relative=True)
 
-    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    optimizer = adamw(model, 0.1, 1e-2, (0.9, 0.95), "cpu")
     optimizer.step()
     assert model.lm_head.weight is model.transformer.wte.weight
     fresh = GPT(model.config)
@@ -233,9 +233,9 @@ def test_weight_tying():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_configure_optimizers_groups(bias):
+def test_adamw_groups(bias):
     model = tiny_gpt(bias=bias)
-    optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-4, betas=(0.9, 0.95), device_type="cpu")
+    optimizer = adamw(model, weight_decay=0.1, learning_rate=3e-4, betas=(0.9, 0.95), device_type="cpu")
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from common import runtime
-from common.cli import UserError, parse_config, run_main
-from model import GPT, GPTConfig
+from common.cli import parse_config, run_main
+from model import GPT, GPTConfig, adamw
 
 
 @dataclass
@@ -76,7 +76,7 @@ def sync(device):
 def bench_train(cfg, device, dtype, attention, compile_mode, peak):
     """Seconds per iteration of the training step, random tokens in, AdamW step out."""
     model = build_model(cfg, attention, device)
-    optimizer = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
+    optimizer = adamw(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
     step_model = torch.compile(model) if compile_mode == "compile" else model
     ctx = runtime.autocast(device, dtype)
     x = torch.randint(cfg.vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
