@@ -37,38 +37,38 @@ ROOT = Path(__file__).resolve().parent
 class TrainConfig:
     # the defaults are the built-in CPU run: a few minutes on a laptop, then a sample
     # I/O
-    out_dir: str = "out-shakespeare-char"
+    out_dir: str = "out-shakespeare-char"  # best.pt, last.pt, log.jsonl and loss.png go here
     eval_interval: int = 1000  # evaluate and checkpoint every this many iterations
-    log_interval: int = 50
+    log_interval: int = 50  # print the loss and speed every this many iterations
     eval_iters: int = 40  # batches per evaluation of the train and val loss
     eval_only: bool = False  # evaluate once and exit
     always_save_checkpoint: bool = True  # write last.pt at every evaluation (best.pt only when val improves)
     init_from: str = "scratch"  # "scratch", "resume" (from out_dir/last.pt) or a GPT-2 Hugging Face directory
     sample_tokens: int = 300  # print a sample of this many tokens when training ends (0: none)
-    wandb_log: bool = False
-    wandb_project: str = "gpt"
-    wandb_run_name: str = "run"
+    wandb_log: bool = False  # also send the log to Weights & Biases (pip install wandb; optional)
+    wandb_project: str = "gpt"  # the wandb project ...
+    wandb_run_name: str = "run"  # ... and run the log goes to
     # data
     dataset: str = "shakespeare_char"  # data/<dataset>/prepare.py makes train.bin, val.bin, meta.json
     data_dir: str = ""  # where those files are; default data/<dataset>
     gradient_accumulation_steps: int = 1  # micro-steps per iteration, over all DDP ranks together
     batch_size: int = 8  # sequences per micro-step
-    block_size: int = 128
+    block_size: int = 128  # tokens per sequence: the longest context the model learns to use
     # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # the residual stream's width; each head reads n_embd // n_head channels
+    dropout: float = 0.0  # 0 when the data is plentiful; 0.1-0.2 when a small model overfits it
+    bias: bool = False  # biases in Linear and LayerNorm: GPT-2 has them, without is a bit faster and as good
     attention: str = "auto"  # "manual", "sdpa", or auto: sdpa on a GPU, manual elsewhere (runtime.pick_attention)
     # AdamW with linear warmup, then cosine decay to min_lr
-    learning_rate: float = 3e-3
-    max_iters: int = 5600
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
+    learning_rate: float = 3e-3  # the peak, after warmup; small models take larger rates than GPT-2's 6e-4
+    max_iters: int = 5600  # optimizer steps in all
+    weight_decay: float = 0.1  # AdamW's pull of the 2-D weights towards 0 (model.adamw)
+    beta1: float = 0.9  # AdamW's momentum
+    beta2: float = 0.99  # a bit under the usual 0.999: small batches give noisy squared gradients
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
-    decay_lr: bool = True
+    decay_lr: bool = True  # False: learning_rate throughout, no warmup
     warmup_iters: int = 100
     lr_decay_iters: int = 5600  # usually max_iters
     min_lr: float = 1e-4  # where the cosine decay ends (nanoGPT: learning_rate / 10)
@@ -112,6 +112,7 @@ class Batches:
     with the very batches it would have seen."""
 
     def __init__(self, data_dir, block_size, batch_size, seed):
+        # memory-mapped: the files stay on disk and each batch reads only its rows, so any corpus fits
         self.splits = {split: open_tokens(data_dir / f"{split}.bin", block_size) for split in ("train", "val")}
         self.block_size = block_size
         self.batch_size = batch_size
@@ -119,20 +120,22 @@ class Batches:
 
     def iteration(self, micro_steps, ddp):
         """The (x, y) micro-batches of one training iteration for this rank."""
+        # every rank draws all micro-steps, so the generators of all ranks stay in step
         all_steps = [self.get("train", self.generator) for _ in range(micro_steps)]
         per_rank = micro_steps // ddp.world_size
         return all_steps[ddp.rank * per_rank : (ddp.rank + 1) * per_rank]
 
     def get(self, split, generator):
         data = self.splits[split]
+        # batch_size windows of block_size + 1 tokens, each starting anywhere in the split
         ix = torch.randint(len(data) - self.block_size, (self.batch_size,), generator=generator)  # (B,)
         rows = data[ix.numpy()[:, None] + np.arange(self.block_size + 1)]  # (B, T+1) numpy, one read
-        rows = torch.from_numpy(rows.astype(np.int64))
+        rows = torch.from_numpy(rows.astype(np.int64))  # embeddings index with int64; uint16 only saves disk
         return rows[:, :-1], rows[:, 1:]  # inputs and targets, each (B, T): targets are inputs shifted by one
 
 
 def open_tokens(path, block_size):
-    data = np.memmap(path, dtype=np.uint16, mode="r")
+    data = np.memmap(path, dtype=np.uint16, mode="r")  # uint16 holds any id of a vocabulary up to 65,536
     if len(data) <= block_size:
         raise UserError(f"{path} holds {len(data)} tokens, too few for block_size {block_size}; "
                         f"use more text or a smaller --block_size")
@@ -148,11 +151,12 @@ def find_data(cfg):
             raise UserError(f"no train.bin in {data_dir}; --dataset takes one of {', '.join(known)}, "
                             f"or --data_dir a folder holding train.bin, val.bin and meta.json")
         print(f"{data_dir / 'train.bin'} is missing: preparing the {cfg.dataset} dataset")
+        # the first run prepares its data itself, so `python train.py` alone is enough
         importlib.import_module(f"data.{cfg.dataset}.prepare").prepare()
         if not (data_dir / "train.bin").is_file():
             raise UserError(f"data/{cfg.dataset} is a finetuning task, not a pretraining corpus; "
                             f"use it with finetune.py")
-    with open(data_dir / "meta.json") as f:
+    with open(data_dir / "meta.json") as f:  # how text becomes these tokens: the tokenizer's meta
         return data_dir, json.load(f)
 
 
@@ -191,15 +195,16 @@ def train_step(model, optimizer, scaler, micro_batches, grad_clip, ctx, device):
     total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(micro_batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        # DDP: average gradients across ranks only after the last micro-step, not after each
-        sync = nullcontext() if i == len(micro_batches) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+        last = i == len(micro_batches) - 1
+        # DDP averages the gradients across ranks in backward: only after the last micro-step, not after each
+        sync = model.no_sync() if hasattr(model, "no_sync") and not last else nullcontext()
         with sync:
             with ctx:
                 _, loss = model(x, y)
             # dividing by the number of micro-steps makes the summed gradients the gradient of the mean
             # loss, so clipping and the learning rate see the same gradient as one big batch would
             scaler.scale(loss / len(micro_batches)).backward()
-        total += loss.detach()
+        total += loss.detach()  # detached: the running sum must not keep every micro-step's graph alive
     optimizer_step(model, optimizer, scaler, grad_clip)
     return total / len(micro_batches)
 
@@ -209,19 +214,19 @@ def optimizer_step(model, optimizer, scaler, grad_clip):
     if grad_clip > 0:
         scaler.unscale_(optimizer)  # clip the true gradient, not the float16-scaled one
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    scaler.step(optimizer)  # skipped if float16 gradients overflowed to inf; a plain step otherwise
+    scaler.update()  # float16: a smaller scale after an overflow, a larger one after a run of good steps
+    optimizer.zero_grad(set_to_none=True)  # None rather than zeros: backward then writes instead of adding
 
 
 @torch.no_grad()
 def estimate_loss(model, batches, eval_iters, ctx, device, seed):
     """Mean loss over eval_iters batches of each split. The same batches every time (a fixed seed),
     so evaluations differ only through the model."""
-    model.eval()
+    model.eval()  # dropout off: the loss of the model itself, not of a random thinning of it
     out = {}
     for split in ("train", "val"):
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)  # its own generator: training's batches stay as they were
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
             x, y = batches.get(split, generator)
@@ -229,23 +234,25 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
                 _, loss = model(x.to(device), y.to(device))
             losses[k] = loss.item()
         out[split] = losses.mean().item()
-    model.train()
+    model.train()  # back to training: dropout on again
     return out
 
 
 # ----------------------------------------------------------------------------- checkpoints and logs
 
 def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss):
+    """Everything a run needs to go on exactly as if it had never stopped, in plain tensors and
+    dicts (weights_only loading can read them, and no pickled code rides along)."""
     rng = {**runtime.rng_state(), "batches": batches.generator.get_state()}
     return {
-        "model": model.state_dict(),
-        "model_args": asdict(model.config),
-        "optimizer": optimizer.state_dict(),
-        "config": asdict(cfg),
-        "tokenizer": meta,
+        "model": model.state_dict(),  # the weights
+        "model_args": asdict(model.config),  # the sizes, to build the same GPT before loading them
+        "optimizer": optimizer.state_dict(),  # AdamW's moments: without them a resumed run jolts
+        "config": asdict(cfg),  # how this run was trained
+        "tokenizer": meta,  # how text becomes this model's tokens (common/tokenizer.py)
         "iter_num": iter_num,
         "best_val_loss": best_val_loss,
-        "rng": rng,
+        "rng": rng,  # dropout's and the batches' random state: the same masks and batches after a resume
     }
 
 
@@ -261,11 +268,11 @@ class Logger:
         self.path = Path(cfg.out_dir) / "log.jsonl"
         self.wandb = None
         if cfg.wandb_log:
-            import wandb
+            import wandb  # imported only when asked for: it is an optional package
             self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
 
     def log(self, record):
-        with open(self.path, "a") as f:
+        with open(self.path, "a") as f:  # appended and closed at once: a crash loses no earlier line
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
             self.wandb.log(record, step=record["iter"])

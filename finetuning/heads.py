@@ -37,6 +37,16 @@ def build_head(name, n_embd, n_labels):
     return HEADS[name](n_embd, n_labels)
 
 
+def check_head(name, task, per_token):
+    """A ValueError unless head name exists and reads what task labels: each text, or each word."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+    if HEADS[name].per_token != per_token:
+        fitting = [n for n, head in HEADS.items() if head.per_token == per_token]
+        raise ValueError(f"--head={name} does not fit {task}, which labels "
+                         f"{'each word' if per_token else 'each text'}; choose from {', '.join(fitting)}")
+
+
 def last_real_index(mask):
     """mask (B, T) -> (B,) the position of each row's last real token, wherever the padding is:
     the largest position index among the True entries."""
@@ -115,60 +125,3 @@ class TokenHead(nn.Module):
 
     def forward(self, hidden, mask):
         return self.classifier(hidden)  # (B, T, C) -> (B, T, L)
-
-
-# ----------------------------------------------------------------------------- words and BPE pieces
-
-def align_word_labels(tokenizer, words, labels):
-    """Tokenize a sentence word by word. A word may become several pieces (" Blackburn" -> " Black",
-    "burn"): its first piece carries the word's label and the others get -1, which the loss ignores.
-    Returns the token ids, one label per token, and the position of each word's first piece.
-    Words after the first are encoded with a leading space, as they appear inside GPT-2's text.
-    A causal model tags a word having read only its first piece and the words before it: the tag
-    of "Peter" in "Peter Blackburn" is chosen before "Blackburn" is seen."""
-    ids, token_labels, first_pieces = [], [], []
-    for i, (word, label) in enumerate(zip(words, labels)):
-        pieces = tokenizer.encode(word if i == 0 else " " + word)
-        first_pieces.append(len(ids))
-        ids += pieces
-        token_labels += [label] + [-1] * (len(pieces) - 1)
-    return ids, token_labels, first_pieces
-
-
-def word_predictions(token_predictions, first_pieces, default):
-    """Map per-token predictions back to words: each word takes its first piece's prediction.
-    A word cut off by truncation (its first piece beyond the tokens scored) gets default."""
-    n = len(token_predictions)
-    return [token_predictions[p] if p < n else default for p in first_pieces]
-
-
-def iob2_transitions(labels):
-    """(L, L) bool: may tag j follow tag i? In IOB2 an I-X only continues a B-X or an I-X;
-    every other pair, and any pair of tags without B-/I- prefixes, is allowed."""
-    allowed = torch.ones(len(labels), len(labels), dtype=torch.bool)
-    for j, tag in enumerate(labels):
-        if tag.startswith("I-"):
-            for i, prev in enumerate(labels):
-                allowed[i, j] = prev in ("B-" + tag[2:], tag)
-    return allowed
-
-
-def decode_iob2(log_probs, labels):
-    """The likeliest tag sequence (indices into labels) in which no I-X starts an entity: Viterbi
-    over the words' log-probabilities (n_words, L), a sentence being the product of its words'
-    probabilities. Per-word argmax can say "O I-PER", a span that conlleval counts as a new entity."""
-    if len(log_probs) == 0:
-        return []
-    allowed = iob2_transitions(labels)
-    may_start = torch.tensor([not tag.startswith("I-") for tag in labels])
-    score = log_probs[0].masked_fill(~may_start, float("-inf"))  # (L,) best path ending in each tag
-    backpointers = []
-    for word in log_probs[1:]:
-        candidates = score[:, None].masked_fill(~allowed, float("-inf"))  # (L previous, L next)
-        score, best_previous = candidates.max(dim=0)  # (L,), (L,)
-        score = score + word
-        backpointers.append(best_previous)
-    tags = [score.argmax().item()]
-    for best_previous in reversed(backpointers):
-        tags.append(best_previous[tags[-1]].item())
-    return tags[::-1]

@@ -52,6 +52,16 @@ class LoRALinear(nn.Module):
         return merged
 
 
+def check_lora(rank, targets):
+    """A ValueError unless rank is positive and every target names a Linear layer of a GPT block."""
+    if rank < 1:
+        raise ValueError(f"--lora_rank must be at least 1, got {rank}")
+    for target in targets:
+        if target not in LORA_TARGETS:
+            raise ValueError(f"--lora_targets: no layer {target!r} in a GPT block; "
+                             f"choose from {','.join(LORA_TARGETS)}")
+
+
 def apply_lora(model, targets, rank, alpha):
     """Replace every nn.Linear whose name ends with one of targets (e.g. "attn.c_attn" matches
     transformer.h.{i}.attn.c_attn) by a LoRALinear around it. Returns the replaced names."""

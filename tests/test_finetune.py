@@ -21,9 +21,11 @@ import finetune
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import UserError
 from conftest import assert_close, tiny_gpt
-from finetune import Classifier, FinetuneConfig, TRAIN_MODES, collate, continuation_logprobs, encode_example
+from finetune import Classifier, FinetuneConfig, TRAIN_MODES
 from finetuning.heads import build_head
 from finetuning.metrics import classification_report, entity_report, entity_spans
+from finetuning.prompting import continuation_logprobs, few_shot_prefix
+from finetuning.tasks import collate, encode_example
 from model import GPT, GPTConfig
 from common.tokenizer import gpt2_tokenizer
 
@@ -354,7 +356,7 @@ def test_zero_and_few_shot(tmp_path, pretrained, sms_data):
 def test_few_shot_prompt_shows_every_label():
     task = finetune.TASKS["sms_spam"]
     rows = [{"text": f"h{i}", "label": "ham"} for i in range(9)] + [{"text": "s0", "label": "spam"}]
-    prefix = finetune.few_shot_prefix(task, rows, 2, seed=0)
+    prefix = few_shot_prefix(task, rows, 2, seed=0)
     assert prefix.count(" ham\n\n") == 1 and prefix.count(" spam\n\n") == 1 and "s0" in prefix
 
 

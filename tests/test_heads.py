@@ -12,7 +12,8 @@ import torch
 
 from conftest import assert_close, spread_weights, tiny_gpt
 from finetune import Classifier
-from finetuning.heads import HEADS, align_word_labels, build_head, decode_iob2, last_real_index, word_predictions
+from finetuning.heads import HEADS, build_head, last_real_index
+from finetuning.tagging import align_word_labels, decode_iob2, word_predictions
 from common.tokenizer import gpt2_tokenizer
 
 

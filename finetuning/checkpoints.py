@@ -1,0 +1,92 @@
+"""
+A finetuned run's checkpoint: out_dir/best.pt holds one dict per member (a single run's dict as it
+is, several as {"members": [...]}). Each dict is a plain GPT checkpoint, which common.checkpoint
+loads as it loads a pretrained model (LoRA updates merged into the weights), plus the head's
+weights, the task's labels and the run's settings.
+"""
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+
+from common.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from common.cli import UserError
+from common.tokenizer import load_tokenizer
+from finetuning.heads import build_head
+from finetuning.lora import LoRALinear, merge_lora
+from finetuning.tasks import TASKS
+
+
+def count_parameters(module):
+    """(trainable, total) numbers of parameters; a tied weight is counted once."""
+    params = list(module.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def finetuned_checkpoint(classifier, tokenizer, cfg, iter_num, max_iters, val_report):
+    """A dict that checkpoint.load_model reads as a plain GPT (LoRA updates merged into the weights),
+    plus the head and the task, which load_finetuned adds back."""
+    trainable, total = count_parameters(classifier)  # before LoRA is merged away
+    gpt = classifier.gpt
+    if any(isinstance(m, LoRALinear) for m in gpt.modules()):
+        gpt = merge_lora(copy.deepcopy(gpt))
+    return {
+        "model": gpt.state_dict(),
+        "model_args": asdict(gpt.config),
+        "tokenizer": tokenizer.meta,
+        "head": classifier.head.state_dict(),
+        "head_name": cfg.head,
+        "task": cfg.task,
+        "labels": list(TASKS[cfg.task].labels),
+        "config": asdict(cfg),
+        "iter_num": iter_num,
+        "max_iters": max_iters,
+        "trainable_params": trainable,
+        "total_params": total,
+        "val": val_report,
+    }
+
+
+def save_finetuned(members, out_dir):
+    """out_dir/best.pt: a single run's checkpoint dict as it is, several members' as {"members": [...]}."""
+    save_checkpoint(members[0] if len(members) == 1 else {"members": members}, Path(out_dir) / "best.pt")
+
+
+
+def load_members(out_dir):
+    """The (gpt, head) pairs of the finetuned run in out_dir, its tokenizer, and its checkpoint dicts."""
+    path = Path(out_dir) / "best.pt"
+    ckpt = load_checkpoint(path)
+    members = ckpt.get("members", [ckpt])
+    if "head" not in members[0]:
+        raise UserError(f"{path} is a pretrained model, not a finetuned one; finetune it first "
+                        f"(python finetune.py --init_from={out_dir} ...)")
+    pairs = []
+    for member in members:
+        gpt = model_from_checkpoint(member)
+        head = build_head(member["head_name"], gpt.config.n_embd, len(member["labels"]))
+        head.load_state_dict(member["head"])
+        pairs.append((gpt, head))
+    return pairs, load_tokenizer(members[0]["tokenizer"]), members
+
+
+def load_resume_point(cfg):
+    """out_dir/last.pt of an interrupted run, and the members it had finished (best.pt begins with them).
+    The options must be the run's own: a resumed run that trained differently would be neither."""
+    path = Path(cfg.out_dir) / "last.pt"
+    if not path.is_file():
+        raise UserError(f"--resume: no interrupted run in {cfg.out_dir} (no last.pt; a finished run "
+                        f"deletes it); start a new run without --resume")
+    last = load_checkpoint(path)
+    was = {**last["config"], "seed": last["config"]["seed"] - last["member"]}  # its member's seed, the run's
+    now = asdict(cfg)
+    for key in was:
+        if key not in now:  # written by an older finetune.py, with an option this one no longer has
+            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}, an option this "
+                            f"finetune.py does not have; start a new run in another --out_dir")
+        if key not in ("resume", "device", "log_interval") and now[key] != was[key]:
+            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}={was[key]}; "
+                            f"resume it with the options it started with")
+    finished = load_checkpoint(Path(cfg.out_dir) / "best.pt")
+    return last, finished.get("members", [finished])[: last["member"]]
+

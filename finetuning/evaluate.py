@@ -1,0 +1,115 @@
+"""
+Using a classifier: label probabilities for examples, the predicted labels (for tagging, the best
+valid IOB2 sequence), and their scores against the gold labels (finetuning/metrics.py); plus what
+finetune.py's --eval_file and --predict do with a finetuned run.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from common.cli import UserError
+from common.sources import numbered_lines
+from finetuning.metrics import format_report, headline, score
+from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
+from finetuning.tasks import TASKS, collate, encode_example, load_examples, split_path
+
+
+@torch.no_grad()
+def predict_probs(classifier, examples, batch_size, device, ctx):
+    """Label probabilities of each example: (L,) per text, or (n_tokens, L) for tagging."""
+    classifier.eval()
+    # batches of similar lengths pad less; padding never changes a result, so the order is free
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
+    probs = [None] * len(examples)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        idx, mask, _ = collate([examples[i] for i in chunk], device)
+        with ctx:
+            logits = classifier(idx, mask)
+        p = F.softmax(logits.float(), dim=-1).cpu()  # (B, L) or (B, T, L)
+        for row, i in enumerate(chunk):
+            probs[i] = p[row, : len(examples[i].ids)] if p.dim() == 3 else p[row]
+    return probs
+
+
+def predicted_labels(probs, examples, labels):
+    """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence."""
+    outside = F.one_hot(torch.tensor(0), len(labels)).float()  # (L,) certainly "O" (labels[0])
+    out = []
+    for p, e in zip(probs, examples):
+        if e.first_pieces is None:
+            out.append(labels[p.argmax().item()])
+        else:  # a word cut off by max_len is outside every entity
+            word_probs = torch.stack(word_predictions(list(p), e.first_pieces, outside))  # (n_words, L)
+            out.append([labels[i] for i in decode_iob2(word_probs.clamp_min(1e-30).log(), labels)])
+    return out
+
+
+def gold_labels(examples):
+    return [e.row["tags"] if "tags" in e.row else e.row["label"] for e in examples]
+
+
+def evaluate(classifier, examples, labels, batch_size, device, ctx):
+    probs = predict_probs(classifier, examples, batch_size, device, ctx)
+    return score(gold_labels(examples), predicted_labels(probs, examples, labels), labels)
+
+
+def texts_to_predict(spec):
+    """--predict=TEXT, or FILE:path for every non-empty line of a file: (where, text) pairs."""
+    if not spec.startswith("FILE:"):
+        return [("--predict", spec)]
+    path = spec.removeprefix("FILE:")
+    return [(f"{path}:{lineno}", line) for lineno, line in numbered_lines(path) if line.strip()]
+
+
+
+def evaluate_file(classifier, tokenizer, run, path, batch_size, device, ctx):
+    """--eval_file: score a labelled file with a finetuned run (run: its first member's checkpoint
+    dict, which holds the run's settings); for tagging, beside the most-frequent-tag baseline."""
+    task_name, labels = run["config"]["task"], run["labels"]
+    max_len = min(run["config"]["max_len"], run["model_args"]["block_size"])
+    examples = load_examples(path, task_name, tokenizer, max_len)
+    report = evaluate(classifier, examples, labels, batch_size, device, ctx)
+    report["eval_file"] = str(path)
+    print(f"--- {path}\n{format_report(report)}")
+    train_path = split_path(run["config"]["data_dir"], task_name, "train")
+    if TASKS[task_name].per_token and train_path.is_file():  # the baseline needs the run's training words
+        train_set = load_examples(train_path, task_name, tokenizer, max_len)
+        report["baseline"] = most_frequent_tag_baseline(train_set, examples, labels)
+        print(f"most-frequent-tag baseline: entity F1 {headline(report['baseline']):.4f}")
+    return report
+
+
+def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
+    """--predict: print the label of a text (or of each line of FILE:path), with its probability;
+    for tagging, each word/TAG."""
+    task = TASKS[run["config"]["task"]]
+    max_len = min(run["config"]["max_len"], run["model_args"]["block_size"])
+    examples = []
+    for where, text in texts_to_predict(spec):
+        if not text.strip():
+            raise UserError(f"{where}: empty text")
+        row = {"tokens": text.split()} if task.per_token else {"text": text}
+        examples.append(encode_example(row, task, tokenizer, max_len, where))
+    probs = predict_probs(classifier, examples, batch_size, device, ctx)
+    for p, e, predicted in zip(probs, examples, predicted_labels(probs, examples, run["labels"])):
+        if task.per_token:
+            print(" ".join(f"{word}/{tag}" for word, tag in zip(e.row["tokens"], predicted)))
+        else:
+            print(f"{predicted}\t{p.max().item():.3f}\t{e.row['text']}")
+
+
+def score_split(classifier, name, examples, train_set, task, batch_size, device, ctx):
+    """metrics.json's entries for one split: the classifier's report; for an Ensemble each member's
+    alone too (what averaging adds); for tagging the most-frequent-tag baseline."""
+    out = {name: evaluate(classifier, examples, task.labels, batch_size, device, ctx)}
+    print(f"--- {name}\n{format_report(out[name])}")
+    if hasattr(classifier, "members"):
+        alone = [evaluate(m, examples, task.labels, batch_size, device, ctx) for m in classifier.members]
+        out[f"{name}_members"] = alone
+        print("each member alone: " + ", ".join(f"accuracy {r['accuracy']:.4f} headline {headline(r):.4f}"
+                                                for r in alone))
+    if task.per_token:
+        out[f"{name}_baseline"] = most_frequent_tag_baseline(train_set, examples, task.labels)
+        print(f"most-frequent-tag baseline: entity F1 {headline(out[f'{name}_baseline']):.4f}")
+    return out

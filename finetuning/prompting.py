@@ -1,0 +1,90 @@
+"""
+Classifying with no finetuning at all: put the text in a prompt, optionally after a few solved
+training examples (few-shot, as in the GPT-3 paper), and pick the label whose word the language
+model finds likeliest next.
+
+    python finetune.py config/finetune_sst2.py --zero_shot=True --shots=4
+"""
+
+import math
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from common.cli import UserError
+from common.sources import write_json
+from finetuning.evaluate import gold_labels
+from finetuning.metrics import classification_report, format_report
+from finetuning.tasks import TASKS, Example, check_row, collate, load_examples, read_rows, split_path
+
+
+@torch.no_grad()
+def continuation_logprobs(gpt, contexts, continuations, batch_size, device):
+    """log P(continuation | context) under the LM, summed over the continuation's tokens, for each
+    pair of token-id lists. A context too long for the block loses its oldest tokens."""
+    block = gpt.config.block_size
+    scores = []
+    for start in range(0, len(contexts), batch_size):
+        rows = []
+        pairs = zip(contexts[start : start + batch_size], continuations[start : start + batch_size])
+        for context, continuation in pairs:
+            seq = (context + continuation)[-(block + 1):]
+            rows.append(Example({}, seq[:-1], [-1] * (len(seq) - 1 - len(continuation)) + continuation))
+        idx, mask, targets = collate(rows, device)  # targets (B, T): the continuation's tokens, else -1
+        hidden = gpt.hidden_states(idx)  # (B, T, C)
+        scored = targets != -1
+        logp = F.log_softmax(gpt.lm_head(hidden[scored]).float(), dim=-1)  # (N, V): only the scored positions
+        token_logp = logp.gather(1, targets[scored].unsqueeze(1)).squeeze(1)  # (N,)
+        row_of = torch.arange(len(rows), device=device).unsqueeze(1).expand_as(targets)[scored]  # (N,)
+        scores += torch.zeros(len(rows), device=device).index_add_(0, row_of, token_logp).tolist()
+    return scores
+
+
+def few_shot_prefix(task, train_rows, shots, seed):
+    """shots solved training examples, one after another, the labels taking turns so that the
+    prompt shows every label (a random draw from SMS spam would mostly show ham)."""
+    rng = random.Random(seed)
+    per_label = math.ceil(shots / len(task.labels))
+    picks = {}
+    for label in task.labels:
+        rows = [row for row in train_rows if row["label"] == label]
+        if len(rows) < per_label:
+            raise UserError(f"--shots={shots} needs {per_label} training examples of {label!r}, found {len(rows)}")
+        picks[label] = rng.sample(rows, per_label)
+    demos = [picks[task.labels[i % len(task.labels)]][i // len(task.labels)] for i in range(shots)]
+    return "".join(task.template.format(text=r["text"]) + task.verbalizers[r["label"]] + "\n\n" for r in demos)
+
+
+def zero_shot(gpt, tokenizer, cfg, device):
+    """Classify with no training: the label whose verbalizer the LM gpt finds likeliest after the
+    prompt, which holds cfg.shots solved examples and then the text to classify. Scores val and the
+    test split (or cfg.eval_file) into out_dir/zero_shot.json."""
+    task = TASKS[cfg.task]
+    if not task.verbalizers:
+        raise UserError(f"--zero_shot works for text classification; {cfg.task} has no verbalizers")
+    gpt.to(device).eval()
+    prefix = ""
+    if cfg.shots:
+        train_pairs = read_rows(split_path(cfg.data_dir, cfg.task, "train"), cfg.task)
+        for where, row in train_pairs:
+            check_row(row, task, where)
+        prefix = few_shot_prefix(task, [row for _, row in train_pairs], cfg.shots, cfg.seed)
+    files = {"eval": cfg.eval_file} if cfg.eval_file else {
+        "val": split_path(cfg.data_dir, cfg.task, "val"), "test": split_path(cfg.data_dir, cfg.task, task.test_split)}
+    results = {"task": cfg.task, "init_from": cfg.init_from, "shots": cfg.shots, "template": task.template}
+    verbalizers = [tokenizer.encode(task.verbalizers[label]) for label in task.labels]
+    for name, path in files.items():
+        examples = load_examples(path, cfg.task, tokenizer, max_len=None)  # checks the rows, and the tokenizer
+        contexts = [tokenizer.encode(prefix + task.template.format(text=e.row["text"])) for e in examples]
+        scores = continuation_logprobs(gpt, [c for c in contexts for _ in verbalizers],
+                                       verbalizers * len(examples), cfg.batch_size, device)
+        scores = torch.tensor(scores).view(len(examples), len(task.labels))  # (N, L)
+        predicted = [task.labels[i] for i in scores.argmax(dim=1).tolist()]
+        results[name] = classification_report(gold_labels(examples), predicted, task.labels)
+        print(f"--- {name}, {cfg.shots}-shot\n{format_report(results[name])}")
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    write_json(results, Path(cfg.out_dir) / "zero_shot.json")
+    print(f"wrote {cfg.out_dir}/zero_shot.json")
+

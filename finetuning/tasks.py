@@ -1,0 +1,181 @@
+"""
+The finetuning tasks, and their data on its way to the model: labelled rows (a .jsonl file, or the
+data set's own format) -> checked rows -> Examples (token ids and targets) -> padded batches.
+
+    from finetuning.tasks import TASKS, load_examples, split_path
+    examples = load_examples(split_path("", "sst2", "val"), "sst2", tokenizer, max_len=128)
+
+A new task is one entry in TASKS plus a data/<task>/prepare.py that writes train.jsonl, val.jsonl
+and its test split, and reads the raw format (read_examples).
+"""
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from common.cli import UserError
+from common.sources import numbered_lines
+from data.conll2003 import prepare as conll2003
+from data.sms_spam import prepare as sms_spam
+from data.sst2 import prepare as sst2
+from finetuning.tagging import align_word_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Task:
+    labels: tuple  # the class names, or for tagging the IOB2 tags: the data's prepare.py lists them
+    per_token: bool  # True: one label per word (tagging); False: one per text
+    read_raw: Callable  # path -> rows: reads a file in the data set's own format (its prepare.py)
+    test_split: str | None  # the held-out split's file, <data_dir>/<test_split>.jsonl; None: not given
+    template: str = ""  # zero-shot prompt; {text} is replaced by the example's text
+    verbalizers: dict = field(default_factory=dict)  # label -> the word the LM is scored on after the prompt
+
+
+TASKS = {
+    "sms_spam": Task(
+        labels=sms_spam.LABELS, per_token=False, read_raw=sms_spam.read_examples, test_split="test",
+        template="Text message: {text}\nIs this message spam or ham? Answer:",
+        verbalizers={"ham": " ham", "spam": " spam"},
+    ),
+    "sst2": Task(  # GLUE's dev split is the test: GLUE's own test split has no labels
+        labels=sst2.LABELS, per_token=False, read_raw=sst2.read_examples, test_split="dev",
+        template="Review: {text}\nIs this review positive or negative? Answer:",
+        verbalizers={"negative": " negative", "positive": " positive"},
+    ),
+    "conll2003": Task(  # CoNLL's test split is not given here: score one with --eval_file
+        labels=conll2003.LABELS, per_token=True, read_raw=conll2003.read_examples, test_split=None,
+    ),
+}
+
+
+
+# ----------------------------------------------------------------------------- rows and examples
+
+@dataclass
+class Example:
+    row: dict  # {"text", "label"} or, for tagging, {"tokens", "tags"}; no label or tags when predicting
+    ids: list  # token ids, cut to max_len
+    target: int | list | None  # label index; for tagging one per token (-1: not a word's first piece)
+    first_pieces: list | None = None  # tagging: the position of each word's first token
+
+
+def read_rows(path, task_name):
+    """(where, row) pairs of a labelled file, where is "FILE:LINE" for error messages. A .jsonl file
+    is read here; any other file is parsed by the task's data/<task>/prepare.py (Task.read_raw)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; run python data/{task_name}/prepare.py first, or check the path")
+    if path.suffix != ".jsonl":
+        rows = TASKS[task_name].read_raw(path)
+        return [(f"{path}: example {i}", row) for i, row in enumerate(rows, start=1)]
+    pairs = []
+    for lineno, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        pairs.append((where, row))
+    return pairs
+
+
+def check_row(row, task, where):
+    """A labelled row's columns, text and labels, with an error naming the file and line."""
+    columns = ("tokens", "tags") if task.per_token else ("text", "label")
+    for column in columns:
+        if column not in row:
+            raise UserError(f"{where}: missing column {column!r} (expected {', '.join(columns)})")
+    if task.per_token:
+        tokens, tags = row["tokens"], row["tags"]
+        if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
+            raise UserError(f"{where}: tokens and tags must be lists of the same length")
+        if not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
+            raise UserError(f"{where}: empty sentence or empty token")
+        labels = tags
+    else:
+        if not isinstance(row["text"], str) or not row["text"].strip():
+            raise UserError(f"{where}: empty text")
+        labels = [row["label"]]
+    for label in labels:
+        if label not in task.labels:
+            raise UserError(f"{where}: unknown label {label!r}; expected one of {', '.join(task.labels)}")
+
+
+def encode_example(row, task, tokenizer, max_len, where):
+    """Tokenize one row, cut to max_len tokens; a row without its label (a text to predict) gets
+    target None."""
+    labelled = ("tags" if task.per_token else "label") in row
+    try:
+        if task.per_token:
+            labels = [task.labels.index(t) for t in row["tags"]] if labelled else [-1] * len(row["tokens"])
+            ids, targets, first_pieces = align_word_labels(tokenizer, row["tokens"], labels)
+            return Example(row, ids[:max_len], targets[:max_len] if labelled else None, first_pieces)
+        ids = tokenizer.encode(row["text"])
+    except UserError as e:  # a character-level tokenizer meeting a character it has never seen
+        raise UserError(f"{where}: {e}; finetune a model whose tokenizer covers this text "
+                        f"(a GPT-2 BPE model)") from None
+    return Example(row, ids[:max_len], task.labels.index(row["label"]) if labelled else None)
+
+
+def load_examples(path, task_name, tokenizer, max_len, limit=0):
+    task = TASKS[task_name]
+    pairs = read_rows(path, task_name)
+    if not pairs:
+        raise UserError(f"{path}: no examples in the file")
+    if limit:
+        pairs = pairs[:limit]
+    examples = []
+    for where, row in pairs:
+        check_row(row, task, where)
+        examples.append(encode_example(row, task, tokenizer, max_len, where))
+    return examples
+
+
+def split_path(data_dir, task_name, split):
+    """<data_dir>/<split>.jsonl, where data_dir "" means data/<task>/ (written by its prepare.py)."""
+    return Path(data_dir or ROOT / "data" / task_name) / f"{split}.jsonl"
+
+
+
+# ----------------------------------------------------------------------------- batches
+
+def collate(examples, device):
+    """Right-pad the rows to the longest one. -> idx (B, T) token ids, mask (B, T) True at real tokens,
+    targets (B,) label indices or, for tagging, (B, T) with -1 at padding; None when unlabelled."""
+    T = max(len(e.ids) for e in examples)
+    idx = torch.zeros(len(examples), T, dtype=torch.long)  # the pad id is never read: any id will do
+    mask = torch.zeros(len(examples), T, dtype=torch.bool)
+    for i, e in enumerate(examples):
+        idx[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = True
+    targets = None
+    if examples[0].target is not None:
+        if isinstance(examples[0].target, list):
+            targets = torch.full((len(examples), T), -1, dtype=torch.long)
+            for i, e in enumerate(examples):
+                targets[i, : len(e.target)] = torch.tensor(e.target)
+        else:
+            targets = torch.tensor([e.target for e in examples])
+        targets = targets.to(device)
+    return idx.to(device), mask.to(device), targets
+
+
+def training_batches(examples, batch_size, seed):
+    """Batches forever: a new shuffle of the training set every epoch."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    while True:
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            yield [examples[i] for i in order[start : start + batch_size]]
+
