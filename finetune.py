@@ -40,10 +40,12 @@ from common.tokenizer import gpt2_tokenizer
 from finetuning.evaluate import evaluate, evaluate_file, predict, score_split
 from finetuning.checkpoints import count_parameters, finetuned_checkpoint, load_members, load_resume_point, save_finetuned
 from finetuning.heads import build_head, check_head
+from finetuning.adapter import apply_adapters
 from finetuning.lora import LORA_TARGETS, apply_lora, check_lora
 from finetuning.metrics import headline
+from finetuning.prefix import Prefix
 from finetuning.prompting import zero_shot
-from finetuning.tasks import TASKS, collate, load_examples, split_path, training_batches
+from finetuning.tasks import TASKS, collate, load_examples, max_tokens, split_path, training_batches
 from model import GPT, GPTConfig, adamw, masked_cross_entropy
 from train import get_lr, optimizer_step
 
@@ -53,13 +55,15 @@ from train import get_lr, optimizer_step
 class Classifier(nn.Module):
     """A GPT body and a head reading its final hidden states."""
 
-    def __init__(self, gpt, head):
+    def __init__(self, gpt, head, prefix=None):
         super().__init__()
         self.gpt = gpt
         self.head = head
+        self.prefix = prefix  # --train=prefix: keys and values every layer attends to before the text
 
     def forward(self, idx, mask):
-        return self.head(self.gpt.hidden_states(idx), mask)  # (B, T, C) -> (B, L) or (B, T, L)
+        cache = None if self.prefix is None else self.prefix.cache(idx.size(0))
+        return self.head(self.gpt.hidden_states(idx, cache), mask)  # (B, T, C) -> (B, L) or (B, T, L)
 
 
 class Ensemble(nn.Module):
@@ -117,6 +121,19 @@ def train_lora(classifier, cfg):
     apply_lora(classifier.gpt, cfg.lora_targets.split(","), cfg.lora_rank, cfg.lora_alpha)
 
 
+@train_mode("adapter")
+def train_adapters(classifier, cfg):
+    """Frozen body, a trainable bottleneck MLP after each block's attention and MLP, and the head."""
+    apply_adapters(classifier.gpt, cfg.adapter_size)
+
+
+@train_mode("prefix")
+def train_prefix(classifier, cfg):
+    """Frozen body, trainable keys and values that every layer sees before the text, and the head."""
+    classifier.gpt.requires_grad_(False)
+    classifier.prefix = Prefix(classifier.gpt, cfg.prefix_len, torch.Generator().manual_seed(cfg.seed))
+
+
 # ----------------------------------------------------------------------------- configuration
 
 @dataclass
@@ -127,11 +144,13 @@ class FinetuneConfig:
     task: str = "sms_spam"  # one of TASKS: sms_spam, sst2, conll2003
     data_dir: str = ""  # folder with train.jsonl, val.jsonl and the test split; "" = data/<task>
     head: str = "auto"  # one of heads.HEADS; "auto" = last for classification, token for tagging
-    train: str = "full"  # full, head (linear probe), last_n or lora
+    train: str = "full"  # one of TRAIN_MODES: full, head (a linear probe), last_n, lora, adapter, prefix
     last_n: int = 2  # --train=last_n: how many of the last blocks learn
     lora_rank: int = 8  # --train=lora: rank r of each update B @ A
     lora_alpha: float = 16.0  # --train=lora: the update is scaled by alpha / r
     lora_targets: str = ",".join(LORA_TARGETS)  # --train=lora: comma-separated Linear layers of each block
+    adapter_size: int = 16  # --train=adapter: the bottleneck's width
+    prefix_len: int = 8  # --train=prefix: learned key/value positions per layer
     # a new model's size, for --init_from=scratch (GPT-2's tokenizer)
     n_layer: int = 4
     n_head: int = 4
@@ -174,7 +193,7 @@ class FinetuneConfig:
         check_lora(self.lora_rank, self.lora_targets.split(","))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        for name in ("last_n", "members", "batch_size", "max_len", "log_interval"):
+        for name in ("last_n", "adapter_size", "prefix_len", "members", "batch_size", "max_len", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_iters", "max_train", "eval_interval", "shots", "warmup_iters"):
@@ -200,8 +219,8 @@ def load_pretrained(cfg):
 def load_finetuned(out_dir):
     """The Classifier saved by a finetune.py run in out_dir (an Ensemble for a --members run), its
     tokenizer, and the checkpoint dicts, one per member."""
-    pairs, tokenizer, members = load_members(out_dir)
-    classifiers = [Classifier(gpt, head) for gpt, head in pairs]
+    parts, tokenizer, members = load_members(out_dir)
+    classifiers = [Classifier(gpt, head, prefix) for gpt, head, prefix in parts]
     return classifiers[0] if len(classifiers) == 1 else Ensemble(classifiers), tokenizer, members
 
 
@@ -308,7 +327,7 @@ def finetune(cfg):
 
     # the pretrained model, and the task's examples in its tokens
     gpt, tokenizer = load_pretrained(cfg)
-    max_len = min(cfg.max_len, gpt.config.block_size)
+    max_len = max_tokens(asdict(cfg), gpt.config.block_size)
     train_set = load_examples(split_path(cfg.data_dir, cfg.task, "train"), cfg.task, tokenizer, max_len, cfg.max_train)
     val_set = load_examples(split_path(cfg.data_dir, cfg.task, "val"), cfg.task, tokenizer, max_len)
     print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")

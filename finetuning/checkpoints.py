@@ -12,8 +12,10 @@ from pathlib import Path
 from common.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from common.cli import UserError
 from common.tokenizer import load_tokenizer
+from finetuning.adapter import adapted_layers, adapter_state, load_adapters, remove_adapters
 from finetuning.heads import build_head
 from finetuning.lora import LoRALinear, merge_lora
+from finetuning.prefix import Prefix
 from finetuning.tasks import TASKS
 
 
@@ -25,12 +27,19 @@ def count_parameters(module):
 
 def finetuned_checkpoint(classifier, tokenizer, cfg, iter_num, max_iters, val_report):
     """A dict that checkpoint.load_model reads as a plain GPT (LoRA updates merged into the weights),
-    plus the head and the task, which load_finetuned adds back."""
+    plus the head, the adapters or prefix of those train modes, and the task: load_members adds them
+    back."""
     trainable, total = count_parameters(classifier)  # before LoRA is merged away
-    gpt = classifier.gpt
+    gpt, extras = classifier.gpt, {}
     if any(isinstance(m, LoRALinear) for m in gpt.modules()):
         gpt = merge_lora(copy.deepcopy(gpt))
+    if adapted_layers(gpt):
+        extras["adapters"] = adapter_state(gpt)
+        gpt = remove_adapters(copy.deepcopy(gpt))
+    if classifier.prefix is not None:
+        extras["prefix"] = classifier.prefix.state_dict()
     return {
+        **extras,
         "model": gpt.state_dict(),
         "model_args": asdict(gpt.config),
         "tokenizer": tokenizer.meta,
@@ -54,20 +63,27 @@ def save_finetuned(members, out_dir):
 
 
 def load_members(out_dir):
-    """The (gpt, head) pairs of the finetuned run in out_dir, its tokenizer, and its checkpoint dicts."""
+    """The (gpt, head, prefix or None) of each member of the finetuned run in out_dir, its tokenizer,
+    and its checkpoint dicts."""
     path = Path(out_dir) / "best.pt"
     ckpt = load_checkpoint(path)
     members = ckpt.get("members", [ckpt])
     if "head" not in members[0]:
         raise UserError(f"{path} is a pretrained model, not a finetuned one; finetune it first "
                         f"(python finetune.py --init_from={out_dir} ...)")
-    pairs = []
+    parts = []
     for member in members:
         gpt = model_from_checkpoint(member)
+        if "adapters" in member:
+            load_adapters(gpt, member["adapters"])
+        prefix = None
+        if "prefix" in member:
+            prefix = Prefix(gpt, member["prefix"]["k"].size(2))
+            prefix.load_state_dict(member["prefix"])
         head = build_head(member["head_name"], gpt.config.n_embd, len(member["labels"]))
         head.load_state_dict(member["head"])
-        pairs.append((gpt, head))
-    return pairs, load_tokenizer(members[0]["tokenizer"]), members
+        parts.append((gpt, head, prefix))
+    return parts, load_tokenizer(members[0]["tokenizer"]), members
 
 
 def load_resume_point(cfg):

@@ -11,7 +11,7 @@ from common.cli import UserError
 from common.sources import numbered_lines
 from finetuning.metrics import format_report, headline, score
 from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
-from finetuning.tasks import TASKS, collate, encode_example, load_examples, split_path
+from finetuning.tasks import TASKS, collate, encode_example, load_examples, max_tokens, split_path
 
 
 @torch.no_grad()
@@ -67,7 +67,7 @@ def evaluate_file(classifier, tokenizer, run, path, batch_size, device, ctx):
     """--eval_file: score a labelled file with a finetuned run (run: its first member's checkpoint
     dict, which holds the run's settings); for tagging, beside the most-frequent-tag baseline."""
     task_name, labels = run["config"]["task"], run["labels"]
-    max_len = min(run["config"]["max_len"], run["model_args"]["block_size"])
+    max_len = max_tokens(run["config"], run["model_args"]["block_size"])
     examples = load_examples(path, task_name, tokenizer, max_len)
     report = evaluate(classifier, examples, labels, batch_size, device, ctx)
     report["eval_file"] = str(path)
@@ -84,7 +84,7 @@ def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
     """--predict: print the label of a text (or of each line of FILE:path), with its probability;
     for tagging, each word/TAG."""
     task = TASKS[run["config"]["task"]]
-    max_len = min(run["config"]["max_len"], run["model_args"]["block_size"])
+    max_len = max_tokens(run["config"], run["model_args"]["block_size"])
     examples = []
     for where, text in texts_to_predict(spec):
         if not text.strip():

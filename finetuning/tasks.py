@@ -141,6 +141,13 @@ def load_examples(path, task_name, tokenizer, max_len, limit=0):
     return examples
 
 
+def max_tokens(config, block_size):
+    """Tokens kept of each example (the rest is cut off): the run's max_len, at most what the
+    model's block_size leaves after a --train=prefix run's learned positions. config: the run's options."""
+    prefix = config["prefix_len"] if config["train"] == "prefix" else 0
+    return min(config["max_len"], block_size - prefix)
+
+
 def split_path(data_dir, task_name, split):
     """<data_dir>/<split>.jsonl, where data_dir "" means data/<task>/ (written by its prepare.py)."""
     return Path(data_dir or ROOT / "data" / task_name) / f"{split}.jsonl"

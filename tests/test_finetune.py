@@ -20,7 +20,7 @@ from tools import bench_finetune
 import finetune
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import UserError
-from conftest import assert_close, tiny_gpt
+from conftest import assert_close, max_error, tiny_gpt
 from finetune import Classifier, FinetuneConfig, TRAIN_MODES
 from finetuning.heads import build_head
 from finetuning.metrics import classification_report, entity_report, entity_spans
@@ -118,8 +118,56 @@ def test_trainable_parameters_of_each_mode(mode):
         lora = L * 2 * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C))  # r * (in + out) per layer
         assert count == lora + head_params(C, n_labels)
         assert all(n.endswith(("lora_A", "lora_B")) or n.startswith("head.") for n in trainable)
+    elif mode == "adapter":
+        m = cfg.adapter_size
+        adapters = L * 2 * ((C * m + m) + (m * C + C))  # two per block, each down (C -> m) and up (m -> C)
+        assert count == adapters + head_params(C, n_labels)
+        assert all(".adapter." in n or n.startswith("head.") for n in trainable)
+    elif mode == "prefix":
+        prefix = 2 * L * cfg.prefix_len * C  # keys and values: nh * hs = C numbers per position and layer
+        assert count == prefix + head_params(C, n_labels)
+        assert trainable == {"prefix.k", "prefix.v", "head.classifier.weight", "head.classifier.bias"}
     else:
         pytest.fail(f"no expected count for train mode {mode!r}; add one here")
+
+
+def test_adapters_start_as_the_identity_and_only_they_learn():
+    gpt = tiny_gpt(seed=3)
+    idx = torch.randint(gpt.config.vocab_size, (2, 10))
+    before = gpt.hidden_states(idx)
+    frozen = {name: p.clone() for name, p in gpt.named_parameters()}
+    model = Classifier(gpt, build_head("last", gpt.config.n_embd, 2))
+    TRAIN_MODES["adapter"](model, FinetuneConfig(train="adapter", adapter_size=4))
+    assert_close(gpt.hidden_states(idx), before, 1e-6, "adapted GPT at the start")
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):  # the first step moves only up (down's gradient is 0 while up is); the second, down too
+        model(idx, torch.ones_like(idx, dtype=torch.bool)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert max_error(gpt.hidden_states(idx), before) > 1e-3  # the adapters now change the function
+    adapted = {name.replace(".base.", "."): p for name, p in gpt.named_parameters() if ".adapter." not in name}
+    assert all(torch.equal(adapted[name], p) for name, p in frozen.items())  # and the body never moved
+    assert all(p.abs().sum() > 0 for name, p in gpt.named_parameters() if name.endswith("adapter.up.weight"))
+
+
+def test_prefix_starts_as_its_tokens_before_the_text_and_only_it_learns():
+    gpt = tiny_gpt(seed=4)
+    P, T = 5, 9
+    model = Classifier(gpt, build_head("token", gpt.config.n_embd, 3))
+    TRAIN_MODES["prefix"](model, FinetuneConfig(task="conll2003", train="prefix", prefix_len=P))
+    prefix = model.prefix
+    idx = torch.randint(gpt.config.vocab_size, (2, T))
+    # the prefix's keys and values are those of its start tokens: the text reads as if they came first
+    with_tokens = gpt.hidden_states(torch.cat([prefix.start_ids.expand(2, -1), idx], dim=1))[:, P:]  # (2, T, C)
+    assert_close(gpt.hidden_states(idx, prefix.cache(2)), with_tokens, 1e-5, "prefix vs its tokens", relative=True)
+
+    frozen = {name: p.clone() for name, p in gpt.named_parameters()}
+    k0 = prefix.k.detach().clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(idx, torch.ones_like(idx, dtype=torch.bool)).sum().backward()
+    optimizer.step()
+    assert max_error(prefix.k, k0) > 0 and all(torch.equal(frozen[n], p) for n, p in gpt.named_parameters())
 
 
 def test_last_n_larger_than_the_model_is_an_error():
@@ -208,7 +256,8 @@ def run(argv):
 QUICK = ["--device=cpu", "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--lr=1e-3"]
 
 
-@pytest.mark.parametrize("mode,head", [("full", "last"), ("lora", "attn_pool")])
+@pytest.mark.parametrize("mode,head", [("full", "last"), ("lora", "attn_pool"), ("adapter", "mean"),
+                                       ("prefix", "last")])
 def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, capsys, mode, head):
     out = tmp_path / "out"
     run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", f"--train={mode}",
@@ -216,9 +265,11 @@ def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, caps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"] == mode and metrics["head"] == head
     assert set(metrics["val"]["per_class"]) == {"ham", "spam"} and metrics["test"]["n"] == 7
-    # the saved run is a plain GPT (LoRA merged), and it scores val as the model did while training
+    # the saved run is a plain GPT (LoRA merged; adapters and prefix beside it), and it scores val as
+    # the model did while training
     ckpt = load_checkpoint(out / "best.pt")
-    assert not any("lora" in name for name in ckpt["model"])
+    assert not any("lora" in name or "adapter" in name for name in ckpt["model"])
+    assert ("adapters" in ckpt) == (mode == "adapter") and ("prefix" in ckpt) == (mode == "prefix")
     assert metrics["val"] == ckpt["val"]
 
     eval_file = write_jsonl(tmp_path / "eval.jsonl", [{"text": SPAM[0], "label": "spam"}, {"text": HAM[0], "label": "ham"}])
