@@ -57,10 +57,33 @@ def few_shot_prefix(task, train_rows, shots, seed):
     return "".join(task.template.format(text=r["text"]) + task.verbalizers[r["label"]] + "\n\n" for r in demos)
 
 
+# texts with no content (Zhao et al. 2021, "Calibrate before use", https://arxiv.org/abs/2102.09690):
+# the label words' probabilities after them are what the prompt alone makes the model expect
+CONTENT_FREE = ("N/A", "")
+
+
+def label_scores(gpt, tokenizer, prefix, task, texts, batch_size, device):
+    """(N, L) log P(label word | prompt) for each text put into the task's prompt after prefix."""
+    verbalizers = [tokenizer.encode(task.verbalizers[label]) for label in task.labels]
+    contexts = [tokenizer.encode(prefix + task.template.format(text=text)) for text in texts]
+    scores = continuation_logprobs(gpt, [c for c in contexts for _ in verbalizers], verbalizers * len(texts),
+                                   batch_size, device)
+    return torch.tensor(scores).view(len(texts), len(verbalizers))  # (N, L)
+
+
+def content_free_bias(gpt, tokenizer, prefix, task, batch_size, device):
+    """(L,) log of the mean label probabilities (over the labels alone) after content-free texts. A
+    model that favours a label whatever the text (the prompt, the shots' order, a common word) shows
+    it here; subtracting it from every text's scores divides that preference out."""
+    scores = label_scores(gpt, tokenizer, prefix, task, CONTENT_FREE, batch_size, device)  # (K, L)
+    return scores.softmax(dim=1).mean(dim=0).log()
+
+
 def zero_shot(gpt, tokenizer, cfg, device):
     """Classify with no training: the label whose verbalizer the LM gpt finds likeliest after the
-    prompt, which holds cfg.shots solved examples and then the text to classify. Scores val and the
-    test split (or cfg.eval_file) into out_dir/zero_shot.json."""
+    prompt, which holds cfg.shots solved examples and then the text to classify; and the same
+    calibrated by the content-free scores. Scores val and the test split (or cfg.eval_file) into
+    out_dir/zero_shot.json."""
     task = TASKS[cfg.task]
     if not task.verbalizers:
         raise UserError(f"--zero_shot works for text classification; {cfg.task} has no verbalizers")
@@ -73,18 +96,16 @@ def zero_shot(gpt, tokenizer, cfg, device):
         prefix = few_shot_prefix(task, [row for _, row in train_pairs], cfg.shots, cfg.seed)
     files = {"eval": cfg.eval_file} if cfg.eval_file else {
         "val": split_path(cfg.data_dir, cfg.task, "val"), "test": split_path(cfg.data_dir, cfg.task, task.test_split)}
-    results = {"task": cfg.task, "init_from": cfg.init_from, "shots": cfg.shots, "template": task.template}
-    verbalizers = [tokenizer.encode(task.verbalizers[label]) for label in task.labels]
+    bias = content_free_bias(gpt, tokenizer, prefix, task, cfg.batch_size, device)  # (L,)
+    results = {"task": cfg.task, "init_from": cfg.init_from, "shots": cfg.shots, "template": task.template,
+               "content_free_probs": dict(zip(task.labels, bias.exp().tolist()))}
     for name, path in files.items():
         examples = load_examples(path, cfg.task, tokenizer, max_len=None)  # checks the rows, and the tokenizer
-        contexts = [tokenizer.encode(prefix + task.template.format(text=e.row["text"])) for e in examples]
-        scores = continuation_logprobs(gpt, [c for c in contexts for _ in verbalizers],
-                                       verbalizers * len(examples), cfg.batch_size, device)
-        scores = torch.tensor(scores).view(len(examples), len(task.labels))  # (N, L)
-        predicted = [task.labels[i] for i in scores.argmax(dim=1).tolist()]
-        results[name] = classification_report(gold_labels(examples), predicted, task.labels)
-        print(f"--- {name}, {cfg.shots}-shot\n{format_report(results[name])}")
+        scores = label_scores(gpt, tokenizer, prefix, task, [e.row["text"] for e in examples], cfg.batch_size, device)
+        for key, s in ((name, scores), (f"{name}_calibrated", scores - bias)):
+            predicted = [task.labels[i] for i in s.argmax(dim=1).tolist()]
+            results[key] = classification_report(gold_labels(examples), predicted, task.labels)
+            print(f"--- {key}, {cfg.shots}-shot\n{format_report(results[key])}")
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     write_json(results, Path(cfg.out_dir) / "zero_shot.json")
     print(f"wrote {cfg.out_dir}/zero_shot.json")
-

@@ -7,6 +7,7 @@ and the one-line errors for bad input.
 """
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import asdict
@@ -24,6 +25,7 @@ from conftest import assert_close, max_error, tiny_gpt
 from finetune import Classifier, FinetuneConfig, TRAIN_MODES
 from finetuning.heads import build_head
 from finetuning.metrics import classification_report, entity_report, entity_spans
+from finetuning import prompting
 from finetuning.prompting import continuation_logprobs, few_shot_prefix
 from finetuning.tasks import collate, encode_example
 from model import GPT, GPTConfig
@@ -402,6 +404,32 @@ def test_zero_and_few_shot(tmp_path, pretrained, sms_data):
          "--shots=2", "--device=cpu"])
     results = json.loads((out / "zero_shot.json").read_text())
     assert results["shots"] == 2 and results["val"]["n"] == 7 and 0 <= results["test"]["accuracy"] <= 1
+
+
+def test_calibration_divides_out_what_the_prompt_alone_favours(tmp_path, pretrained, sms_data, monkeypatch):
+    """A stand-in LM that prefers " ham" after any prompt (+3) and " spam" after a text saying "free"
+    (+1): uncalibrated, every text is ham; calibrated by the content-free texts, "free" decides."""
+    tokenizer = gpt2_tokenizer()
+    spam_word = tokenizer.encode(" spam")
+
+    def fake_logprobs(gpt, contexts, continuations, batch_size, device):
+        texts = [tokenizer.decode(c).rsplit("Text message: ", 1)[1] for c in contexts]
+        return [(1.0 if "free" in t.lower() else 0.0) if w == spam_word else 3.0 for t, w in zip(texts, continuations)]
+
+    monkeypatch.setattr(prompting, "continuation_logprobs", fake_logprobs)
+    out = tmp_path / "calibrated"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--zero_shot=True", "--device=cpu"])
+    results = json.loads((out / "zero_shot.json").read_text())
+    rows = [json.loads(line) for line in (sms_data / "test.jsonl").read_text().splitlines()]
+    free = ["spam" if "free" in r["text"].lower() else "ham" for r in rows]
+    assert 0 < free.count("spam") < len(rows)  # the split exercises both answers
+    assert results["test"]["confusion"] == confusion([r["label"] for r in rows], ["ham"] * len(rows))
+    assert results["test_calibrated"]["confusion"] == confusion([r["label"] for r in rows], free)
+    assert results["content_free_probs"]["ham"] == pytest.approx(math.exp(3) / (math.exp(3) + 1))
+
+
+def confusion(gold, predicted, labels=("ham", "spam")):
+    return classification_report(gold, predicted, list(labels))["confusion"]
 
 
 def test_few_shot_prompt_shows_every_label():
