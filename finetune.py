@@ -45,7 +45,7 @@ from finetuning.lora import LORA_TARGETS, apply_lora, check_lora
 from finetuning.metrics import headline
 from finetuning.prefix import Prefix
 from finetuning.prompting import zero_shot
-from finetuning.tasks import TASKS, collate, load_examples, max_tokens, split_path, training_batches
+from finetuning.tasks import TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, training_batches
 from model import GPT, GPTConfig, adamw, masked_cross_entropy
 from train import get_lr, optimizer_step
 
@@ -168,6 +168,7 @@ class FinetuneConfig:
     max_iters: int = 0  # ... unless this is positive: then exactly this many iterations
     max_train: int = 0  # use only the first max_train training examples (quick runs); 0 = all
     max_len: int = 128  # tokens kept of each example (the rest is cut off); at most the model's block_size
+    truncate: str = "head"  # which of a longer text's tokens: head, tail or head_tail (finetuning/tasks.py)
     eval_interval: int = 0  # score val every this many iterations; 0 = once an epoch
     log_interval: int = 20
     seed: int = 1337
@@ -199,6 +200,8 @@ class FinetuneConfig:
         for name in ("max_iters", "max_train", "eval_interval", "shots", "warmup_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
+        if self.truncate not in TRUNCATIONS:
+            raise ValueError(f"--truncate must be one of {', '.join(TRUNCATIONS)}, got {self.truncate!r}")
         if self.epochs <= 0 and self.max_iters == 0:
             raise ValueError("--epochs must be positive (or set --max_iters)")
 
@@ -328,8 +331,10 @@ def finetune(cfg):
     # the pretrained model, and the task's examples in its tokens
     gpt, tokenizer = load_pretrained(cfg)
     max_len = max_tokens(asdict(cfg), gpt.config.block_size)
-    train_set = load_examples(split_path(cfg.data_dir, cfg.task, "train"), cfg.task, tokenizer, max_len, cfg.max_train)
-    val_set = load_examples(split_path(cfg.data_dir, cfg.task, "val"), cfg.task, tokenizer, max_len)
+    def examples(split, limit=0):
+        return load_examples(split_path(cfg.data_dir, cfg.task, split), cfg.task, tokenizer, max_len, limit, cfg.truncate)
+
+    train_set, val_set = examples("train", cfg.max_train), examples("val")
     print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
 
@@ -348,7 +353,7 @@ def finetune(cfg):
     classifier, _, members = load_finetuned(cfg.out_dir)
     splits = {"val": val_set}
     if task.test_split:
-        splits["test"] = load_examples(split_path(cfg.data_dir, cfg.task, task.test_split), cfg.task, tokenizer, max_len)
+        splits["test"] = examples(task.test_split)
     metrics = {"task": cfg.task, "init_from": cfg.init_from, "head": cfg.head, "train": cfg.train,
                "trainable_params": sum(m["trainable_params"] for m in members),
                "total_params": sum(m["total_params"] for m in members), "iters": members[0]["max_iters"],

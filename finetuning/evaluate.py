@@ -68,7 +68,8 @@ def evaluate_file(classifier, tokenizer, run, path, batch_size, device, ctx):
     dict, which holds the run's settings); for tagging, beside the most-frequent-tag baseline."""
     task_name, labels = run["config"]["task"], run["labels"]
     max_len = max_tokens(run["config"], run["model_args"]["block_size"])
-    examples = load_examples(path, task_name, tokenizer, max_len)
+    truncate = run["config"].get("truncate", "head")  # runs from before --truncate kept the head
+    examples = load_examples(path, task_name, tokenizer, max_len, truncate=truncate)
     report = evaluate(classifier, examples, labels, batch_size, device, ctx)
     report["eval_file"] = str(path)
     print(f"--- {path}\n{format_report(report)}")
@@ -90,7 +91,7 @@ def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
         if not text.strip():
             raise UserError(f"{where}: empty text")
         row = {"tokens": text.split()} if task.per_token else {"text": text}
-        examples.append(encode_example(row, task, tokenizer, max_len, where))
+        examples.append(encode_example(row, task, tokenizer, max_len, where, run["config"].get("truncate", "head")))
     probs = predict_probs(classifier, examples, batch_size, device, ctx)
     for p, e, predicted in zip(probs, examples, predicted_labels(probs, examples, run["labels"])):
         if task.per_token:

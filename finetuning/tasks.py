@@ -111,9 +111,26 @@ def check_row(row, task, where):
             raise UserError(f"{where}: unknown label {label!r}; expected one of {', '.join(task.labels)}")
 
 
-def encode_example(row, task, tokenizer, max_len, where):
-    """Tokenize one row, cut to max_len tokens; a row without its label (a text to predict) gets
-    target None."""
+TRUNCATIONS = ("head", "tail", "head_tail")
+
+
+def cut(ids, max_len, truncate):
+    """At most max_len of a text's tokens: its first ones (head), its last (tail), or a quarter from
+    the start and the rest from the end (head_tail: a review's opening and its verdict; Sun et al.
+    2019 found it best for BERT on IMDb, https://arxiv.org/abs/1905.05583)."""
+    if max_len is None or len(ids) <= max_len:  # None: keep every token
+        return ids
+    if truncate == "tail":
+        return ids[-max_len:]
+    if truncate == "head_tail":
+        head = max_len // 4
+        return ids[:head] + ids[len(ids) - (max_len - head):]
+    return ids[:max_len]
+
+
+def encode_example(row, task, tokenizer, max_len, where, truncate="head"):
+    """Tokenize one row, cut to max_len tokens (a tagged sentence keeps its head; a text as truncate
+    says); a row without its label (a text to predict) gets target None."""
     labelled = ("tags" if task.per_token else "label") in row
     try:
         if task.per_token:
@@ -124,10 +141,10 @@ def encode_example(row, task, tokenizer, max_len, where):
     except UserError as e:  # a character-level tokenizer meeting a character it has never seen
         raise UserError(f"{where}: {e}; finetune a model whose tokenizer covers this text "
                         f"(a GPT-2 BPE model)") from None
-    return Example(row, ids[:max_len], task.labels.index(row["label"]) if labelled else None)
+    return Example(row, cut(ids, max_len, truncate), task.labels.index(row["label"]) if labelled else None)
 
 
-def load_examples(path, task_name, tokenizer, max_len, limit=0):
+def load_examples(path, task_name, tokenizer, max_len, limit=0, truncate="head"):
     task = TASKS[task_name]
     pairs = read_rows(path, task_name)
     if not pairs:
@@ -137,7 +154,7 @@ def load_examples(path, task_name, tokenizer, max_len, limit=0):
     examples = []
     for where, row in pairs:
         check_row(row, task, where)
-        examples.append(encode_example(row, task, tokenizer, max_len, where))
+        examples.append(encode_example(row, task, tokenizer, max_len, where, truncate))
     return examples
 
 

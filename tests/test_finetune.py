@@ -27,7 +27,7 @@ from finetuning.heads import build_head
 from finetuning.metrics import classification_report, entity_report, entity_spans
 from finetuning import prompting
 from finetuning.prompting import continuation_logprobs, few_shot_prefix
-from finetuning.tasks import collate, encode_example
+from finetuning.tasks import collate, cut, encode_example
 from model import GPT, GPTConfig
 from common.tokenizer import gpt2_tokenizer
 
@@ -430,6 +430,19 @@ def test_calibration_divides_out_what_the_prompt_alone_favours(tmp_path, pretrai
 
 def confusion(gold, predicted, labels=("ham", "spam")):
     return classification_report(gold, predicted, list(labels))["confusion"]
+
+
+@pytest.mark.parametrize("truncate,expected", [
+    ("head", [0, 1, 2, 3, 4, 5, 6, 7]),
+    ("tail", [4, 5, 6, 7, 8, 9, 10, 11]),
+    ("head_tail", [0, 1, 6, 7, 8, 9, 10, 11]),  # a quarter from the start, the rest from the end
+])
+def test_long_texts_are_cut_as_truncate_says(truncate, expected):
+    assert cut(list(range(12)), 8, truncate) == expected
+    assert cut(list(range(8)), 8, truncate) == list(range(8))  # a text that fits is kept whole
+    row = {"text": " ".join(f"w{i}" for i in range(40)), "label": "ham"}
+    example = encode_example(row, finetune.TASKS["sms_spam"], gpt2_tokenizer(), 8, "row 1", truncate)
+    assert example.ids == cut(gpt2_tokenizer().encode(row["text"]), 8, truncate)
 
 
 def test_few_shot_prompt_shows_every_label():
