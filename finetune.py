@@ -249,8 +249,9 @@ def new_classifier(gpt, cfg):
     return classifier
 
 
-def train_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
-    """Forward, backward and one optimizer step on a batch of examples; returns the loss."""
+def finetune_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
+    """Forward, backward and one optimizer step on one batch of examples (train.py's train_step does a
+    pretraining iteration: several micro-batches of token windows); returns the loss."""
     idx, mask, targets = collate(batch, device)
     with ctx:
         logits = classifier(idx, mask)
@@ -292,7 +293,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
         lr = get_lr(it, cfg.lr, cfg.warmup_iters, max_iters, 0.0, decay="linear")
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_step(classifier, optimizer, scaler, next(batches), cfg.grad_clip, device, ctx)
+        loss = finetune_step(classifier, optimizer, scaler, next(batches), cfg.grad_clip, device, ctx)
         if it % cfg.log_interval == 0:
             print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - run.started:.0f}s")
 

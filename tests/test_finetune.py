@@ -313,14 +313,14 @@ def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretr
 
 def interrupt_after(monkeypatch, n_steps):
     """Make finetune.py's training stop dead, as a killed process would, when it starts step n_steps + 1."""
-    real_step, calls = finetune.train_step, []
+    real_step, calls = finetune.finetune_step, []
 
     def step(*args):
         if len(calls) == n_steps:
             raise KeyboardInterrupt
         calls.append(1)
         return real_step(*args)
-    monkeypatch.setattr(finetune, "train_step", step)
+    monkeypatch.setattr(finetune, "finetune_step", step)
 
 
 @pytest.mark.parametrize("n_steps", [3, 6, 9])  # in member 1; after member 1 ends; in member 2
