@@ -16,11 +16,12 @@ import torch
 
 from common import runtime
 from common.checkpoint import load_checkpoint
+from common.sources import read_json
+from conftest import FIXTURE_DATA
 from model import GPT, GPTConfig
 from train import Batches, TrainConfig, get_lr, make_checkpoint, train, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 # a model small enough that a few hundred iterations take seconds
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
@@ -30,13 +31,11 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
 
 @pytest.fixture(scope="module")
 def char_data(tmp_path_factory):
-    """A char dataset made by the real prepare.py from the first 100k characters of Shakespeare."""
+    """A char dataset made by the real prepare.py from the 4 KB excerpt of Shakespeare in tests/fixtures."""
     from data.shakespeare_char.prepare import prepare
 
     folder = tmp_path_factory.mktemp("char_data")
-    source = folder / "input.txt"
-    source.write_text(SHAKESPEARE.read_text()[:100_000])
-    prepare(input_path=source, out_dir=folder)
+    prepare(input_path=FIXTURE_DATA / "tinyshakespeare" / "input.txt", out_dir=folder)
     return folder
 
 
@@ -153,7 +152,7 @@ def test_checkpoint_of_a_compiled_or_ddp_model_loads_into_a_plain_one(char_data,
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     cfg = tiny_config(char_data, tmp_path)
-    model = GPT(cfg.model_config(vocab_size=65, device="cpu"))
+    model = GPT(cfg.model_config(vocab_size=len(read_json(char_data / "meta.json")["chars"]), device="cpu"))
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
     batches = Batches(char_data, 32, 4, seed=0)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
@@ -203,7 +202,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(char_data, tmp
                                learning_rate=3e-3))
     steps, evals = read_log(tmp_path)
     assert sorted(evals) == [0, 30, 60] and sorted(steps) == list(range(1, 61))
-    assert evals[60][1] < evals[0][1] - 0.5  # val loss falls from ~ln(65) = 4.17
+    assert evals[60][1] < evals[0][1] - 0.5  # val loss falls from ~ln(56 characters) = 4.0
     assert result["best_val_loss"] == min(v for _, v in evals.values())
     best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
     assert last["iter_num"] == 60 and best["best_val_loss"] == result["best_val_loss"]
