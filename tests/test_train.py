@@ -5,6 +5,7 @@ train.py: the known traps of nanoGPT-style trainers, exact resume after SIGKILL,
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 import torch
 
 from common import runtime
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_checkpoint, load_hf_state_dict, load_model
+from common.cli import UserError
 from common.sources import read_json
 from conftest import FIXTURE_DATA
 from model import GPT, GPTConfig
@@ -168,19 +170,43 @@ def test_checkpoint_of_a_compiled_or_ddp_model_loads_into_a_plain_one(char_data,
         dist.destroy_process_group()
 
 
-def test_checkpoints_load_onto_the_cpu_and_without_pickled_code(tmp_path, monkeypatch):
-    """A GPU run resuming would otherwise put a second copy of everything on the GPU."""
-    torch.save({"x": torch.ones(2)}, tmp_path / "last.pt")
-    seen = {}
-    real_load = torch.load
+class CreatesAFile:
+    """Unpickling this object calls open(path, "w"): a harmless stand-in for a checkpoint that runs
+    code when it is loaded."""
 
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real_load(*args, **kwargs)
+    def __init__(self, path):
+        self.path = str(path)
 
-    monkeypatch.setattr(torch, "load", spy)
-    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["x"], torch.ones(2))
-    assert seen["map_location"] == "cpu" and seen["weights_only"] is True
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+LOADERS = {  # every way our scripts read a pickled file
+    "load_checkpoint": lambda run_dir, hf_dir: load_checkpoint(run_dir / "best.pt"),
+    "load_model": lambda run_dir, hf_dir: load_model(run_dir),
+    "load_hf_state_dict": lambda run_dir, hf_dir: load_hf_state_dict(hf_dir),
+    "GPT.from_pretrained": lambda run_dir, hf_dir: GPT.from_pretrained(hf_dir),
+}
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, loader):
+    """Our checkpoints and Hugging Face's pytorch_model.bin are pickles, which can run code on loading."""
+    marker = tmp_path / "the_code_ran"
+    torch.save({"model": {"x": torch.ones(2)}, "model_args": {}, "trap": CreatesAFile(marker)}, tmp_path / "unsafe.pt")
+    torch.load(tmp_path / "unsafe.pt", weights_only=False)  # the trap works: a load that trusts the file runs it
+    assert marker.exists()
+    marker.unlink()
+
+    run_dir, hf_dir = tmp_path / "run", tmp_path / "hf"
+    run_dir.mkdir()
+    hf_dir.mkdir()
+    shutil.copy(tmp_path / "unsafe.pt", run_dir / "best.pt")
+    shutil.copy(tmp_path / "unsafe.pt", hf_dir / "pytorch_model.bin")
+    shutil.copy(ROOT / "tests" / "fixtures" / "tiny_gpt2" / "config.json", hf_dir)
+    with pytest.raises(UserError, match="could run code"):
+        LOADERS[loader](run_dir, hf_dir)
+    assert not marker.exists()
 
 
 def test_ddp_ranks_split_one_iteration_between_them(char_data):
