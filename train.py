@@ -150,12 +150,13 @@ def find_data(cfg):
             known = sorted(p.parent.name for p in (ROOT / "data").glob("*/prepare.py"))
             raise UserError(f"no train.bin in {data_dir}; --dataset takes one of {', '.join(known)}, "
                             f"or --data_dir a folder holding train.bin, val.bin and meta.json")
-        print(f"{data_dir / 'train.bin'} is missing: preparing the {cfg.dataset} dataset")
-        # the first run prepares its data itself, so `python train.py` alone is enough
-        importlib.import_module(f"data.{cfg.dataset}.prepare").prepare()
-        if not (data_dir / "train.bin").is_file():
+        prepare = importlib.import_module(f"data.{cfg.dataset}.prepare")
+        if hasattr(prepare, "LABELS"):  # a finetuning task's prepare.py writes labelled examples, not tokens
             raise UserError(f"data/{cfg.dataset} is a finetuning task, not a pretraining corpus; "
                             f"use it with finetune.py")
+        print(f"{data_dir / 'train.bin'} is missing: preparing the {cfg.dataset} dataset")
+        # the first run prepares its data itself, so `python train.py` alone is enough
+        prepare.prepare()
     with open(data_dir / "meta.json") as f:  # how text becomes these tokens: the tokenizer's meta
         return data_dir, json.load(f)
 

@@ -29,15 +29,16 @@ def save_checkpoint(obj, path):
 
 def load_checkpoint(path):
     """Read a checkpoint onto the CPU (a GPU run then moves what it needs, without a second copy on
-    the GPU). weights_only=True refuses pickled code, so a downloaded checkpoint can't run any."""
+    the GPU). weights_only=True refuses pickled code, so a downloaded checkpoint can't run any.
+    Hugging Face's pytorch_model.bin, a pickle too, is read here as well."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; train one first or check --out_dir")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); "
-                        f"delete it or retrain") from None
+        raise UserError(f"checkpoint {path} is corrupted or truncated, or holds objects whose loading could "
+                        f"run code ({type(e).__name__}); delete it or retrain") from None
 
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
@@ -69,7 +70,7 @@ def load_hf_state_dict(directory):
     if (directory / "model.safetensors").is_file():
         raw = load_safetensors(directory / "model.safetensors")
     elif (directory / "pytorch_model.bin").is_file():
-        raw = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        raw = load_checkpoint(directory / "pytorch_model.bin")
     else:
         raise UserError(f"{directory} holds neither model.safetensors nor pytorch_model.bin")
     state = {}

@@ -1,16 +1,25 @@
 """
-Helpers shared by the tests: comparisons that report their max error, and tiny models whose
-weights are spread wide enough that a wrong transpose, mask or scale shows up in the output.
+Helpers shared by the tests: comparisons that report their max error, tiny models whose weights are
+spread wide enough that a wrong transpose, mask or scale shows up in the output, and the data the
+tests read. Every test runs on a bare clone, offline: they read the small files in tests/fixtures/
+(see its README.md); the few that check the real data sets or GPT-2's own BPE files skip without them.
 """
 
 import sys
 from pathlib import Path
 
+import pytest
+import tiktoken
+import tiktoken_ext.openai_public
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import model, checkpoint from the repo root
 
+import common.tokenizer  # noqa: E402
+from common import sources  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+
+FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data"  # laid out as ../shared/data, a few KB a file
 
 # the tests' models are tiny: one thread runs them faster, and a busy second core can't stall them
 torch.set_num_threads(1)
@@ -55,3 +64,44 @@ def tiny_gpt(seed=0, **overrides):
     args.update(overrides)
     torch.manual_seed(seed)
     return spread_weights(GPT(GPTConfig(**args)), seed).eval()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def real_data(*relpaths):
+    """The real data files at relpaths (found as the prepare scripts find them: under $GPT_DATA_DIR or
+    ../shared/data), or a skip of the test that names the missing ones."""
+    found = [sources.local_copy(relpath) for relpath in relpaths]
+    missing = [relpath for relpath, path in zip(relpaths, found) if path is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} under $GPT_DATA_DIR or ../shared/data")
+    return found
+
+
+# Merges of a small byte-level BPE, in rank order; each joins two tokens listed before it.
+TINY_BPE_MERGES = ["\n\n", "th", "he", " t", " th", " the", "in", "ing", "ou", "an", "er", "ll", " a", "on"]
+
+
+def tiny_bpe_encoding():
+    """A BPE made as GPT-2's is (its pre-tokenizer regex, the 256 bytes, merges, then <|endoftext|>),
+    with 14 merges instead of 50,000: what a test needs when its subject is not GPT-2's own vocabulary."""
+    ranks = {bytes([b]): b for b in range(256)}
+    for merge in TINY_BPE_MERGES:
+        piece = merge.encode()
+        assert any(piece[:i] in ranks and piece[i:] in ranks for i in range(1, len(piece))), merge
+        ranks[piece] = len(ranks)
+    return tiktoken.Encoding(name="tiny_bpe", pat_str=tiktoken_ext.openai_public.r50k_pat_str,
+                             mergeable_ranks=ranks, special_tokens={"<|endoftext|>": len(ranks)})
+
+
+@pytest.fixture
+def tiny_bpe(monkeypatch):
+    """For this test, gpt2_tokenizer() (and so load_tokenizer({"kind": "gpt2"}) and the BPE prepare
+    scripts) is the tiny BPE: it finds no local GPT-2 files and takes tiktoken's "gpt2" encoding,
+    which here is tiny_bpe_encoding. No GPT-2 file or network is needed."""
+    monkeypatch.setattr(common.tokenizer, "local_copy", lambda relpath: None)
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: tiny_bpe_encoding())
+    common.tokenizer.gpt2_tokenizer.cache_clear()
+    yield common.tokenizer.gpt2_tokenizer()
+    common.tokenizer.gpt2_tokenizer.cache_clear()  # the next caller builds the real one again

@@ -141,7 +141,9 @@ def test_cache_in_chunks_equals_full_sequence(attention, chunks):
 @pytest.mark.parametrize("attention", PATHS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_gradcheck(attention, bias):
-    """Finite differences in float64 agree with autograd, for the input and every weight."""
+    """Finite differences in float64 agree with autograd, for the input and every weight. This checks the
+    gradients against the forward pass, not the forward math: a wrong forward has matching gradients
+    too, and the tests above compare the forward with the reference."""
     B, T, C, nh = 2, 5, 8, 2
     attn = make_attention(C, nh, T, seed=3, attention=attention, bias=bias, dtype=torch.float64)
     names = [name for name, _ in attn.named_parameters()]

@@ -1,6 +1,7 @@
-"""The data/*/prepare.py scripts and sources.py, run offline on the reference copies in ../shared/data:
+"""The data/*/prepare.py scripts and sources.py, run offline on the small files in tests/fixtures/data:
 exact split sizes, lossless round trips, reproducible seeded splits, and one-line errors that say
-what to do (and, for a malformed row, where it is)."""
+what to do (and, for a malformed row, where it is). Where $GPT_DATA_DIR or ../shared/data holds the
+real data sets, they are checked against the sizes their README documents; elsewhere those tests skip."""
 
 import subprocess
 import sys
@@ -21,11 +22,13 @@ import data.sst2.prepare as sst2
 import data.sst2_lm.prepare as sst2_lm
 from common import sources
 from common.cli import UserError
+from common.tokenizer import load_tokenizer
+from conftest import FIXTURE_DATA, real_data
 from data import lm_corpus
-from common.tokenizer import gpt2_tokenizer, load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = sources.SHARED_DATA / "tinyshakespeare" / "input.txt"
+CORPUS = FIXTURE_DATA / "tinyshakespeare" / "input.txt"
+SMS = FIXTURE_DATA / "sms_spam" / "SMSSpamCollection"
 
 
 @pytest.fixture(autouse=True)
@@ -63,32 +66,31 @@ def pairs(rows):
 # --- Tiny Shakespeare, characters and BPE ---
 
 def test_char_prepare_vocab_split_and_round_trip(tmp_path):
-    shakespeare_char.prepare(out_dir=tmp_path)
+    text = CORPUS.read_text()
+    shakespeare_char.prepare(input_path=CORPUS, out_dir=tmp_path)
     meta = sources.read_json(tmp_path / "meta.json")
-    assert meta["kind"] == "char" and len(meta["chars"]) == 65
-    train_ids = sources.read_tokens(tmp_path / "train.bin")
-    assert (len(train_ids), len(sources.read_tokens(tmp_path / "val.bin"))) == (1_003_854, 111_540)
-    assert train_ids.max() == 64
-    train, val = decoded_splits(tmp_path)
-    assert train + val == CORPUS.read_text()
+    assert meta == {"kind": "char", "chars": "".join(sorted(set(text)))}
+    n = int(0.9 * len(text))  # the first 90% of the characters are train, the rest val
+    assert (len(sources.read_tokens(tmp_path / "train.bin")), len(sources.read_tokens(tmp_path / "val.bin"))) == (
+        n, len(text) - n)
+    assert decoded_splits(tmp_path) == [text[:n], text[n:]]
 
 
-def test_bpe_prepare_round_trip(tmp_path):
-    text = CORPUS.read_text()[:20_000]
-    (tmp_path / "slice.txt").write_text(text)
-    shakespeare.prepare(input_path=tmp_path / "slice.txt", out_dir=tmp_path)
+def test_bpe_prepare_round_trip(tmp_path, tiny_bpe):
+    text = CORPUS.read_text()
+    shakespeare.prepare(input_path=CORPUS, out_dir=tmp_path)
     assert sources.read_json(tmp_path / "meta.json") == {"kind": "gpt2"}
-    train, val = decoded_splits(tmp_path)
-    assert (train, val) == (text[:18_000], text[18_000:])
-    assert sources.read_tokens(tmp_path / "train.bin").tolist() == gpt2_tokenizer().encode(train)
+    n = int(0.9 * len(text))
+    assert decoded_splits(tmp_path) == [text[:n], text[n:]]
+    assert sources.read_tokens(tmp_path / "train.bin").tolist() == tiny_bpe.encode(text[:n])
 
 
 @pytest.mark.parametrize("chunk_chars", [1, 7, 300])
-def test_bpe_chunked_encoding_equals_whole(chunk_chars):
+def test_bpe_chunked_encoding_equals_whole(chunk_chars, tiny_bpe):
     """Cut badly, "\\n\\n" at a chunk's end would become one token instead of two."""
-    text = CORPUS.read_text()[:5_000] + "end\n\nword \n next\n\n\n  x\ny\n"
-    tok = gpt2_tokenizer()
-    assert shakespeare.encode_with_progress(tok, text, "test", chunk_chars) == tok.encode(text)
+    text = CORPUS.read_text() + "end\n\nword \n next\n\n\n  x\ny\n"
+    assert len(tiny_bpe.encode("\n\n")) == 1  # the trap exists in this BPE, as in GPT-2's
+    assert shakespeare.encode_with_progress(tiny_bpe, text, "test", chunk_chars) == tiny_bpe.encode(text)
 
 
 def test_gpt_data_dir_is_searched_first(tmp_path, monkeypatch):
@@ -145,37 +147,35 @@ def test_download_takes_the_file_out_of_the_zip(tmp_path, monkeypatch, no_local_
 # --- finetuning tasks ---
 
 def test_sms_split_is_stratified_complete_and_reproducible(tmp_path):
-    sms_spam.prepare(out_dir=tmp_path / "a")
-    sms_spam.prepare(out_dir=tmp_path / "b")
+    sms_spam.prepare(input_path=SMS, out_dir=tmp_path / "a")
+    sms_spam.prepare(input_path=SMS, out_dir=tmp_path / "b")
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "split.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     parts = read_parts(tmp_path / "a", ["train", "val", "test"])
-    everything = sms_spam.read_examples(sources.SHARED_DATA / "sms_spam" / "SMSSpamCollection")
-    assert len(everything) == 5574
+    everything = sms_spam.read_examples(SMS)
+    assert Counter(r["label"] for r in everything) == {"ham": 30, "spam": 10}
     assert pairs(everything) == pairs(r for rows in parts.values() for r in rows)  # nothing lost or doubled
-    spam_share = 747 / 5574
     for name, fraction in sms_spam.FRACTIONS.items():
         labels = Counter(r["label"] for r in parts[name])
-        assert abs(len(parts[name]) - fraction * 5574) <= 1, name
-        assert abs(labels["spam"] - spam_share * len(parts[name])) <= 1, (name, labels)
+        assert abs(len(parts[name]) - fraction * 40) <= 1, name
+        assert abs(labels["spam"] - len(parts[name]) / 4) <= 1, (name, labels)  # a quarter is spam
     split = sources.read_json(tmp_path / "a" / "split.json")
     assert split["seed"] == sms_spam.SEED
     assert split["counts"] == {name: dict(Counter(r["label"] for r in rows)) for name, rows in parts.items()}
 
 
-@pytest.mark.parametrize("task,lm", [(sms_spam, sms_spam_lm), (sst2, sst2_lm)])
-def test_lm_corpus_holds_the_train_texts_only(tmp_path, task, lm):
+@pytest.mark.parametrize("task,lm,raw", [(sms_spam, sms_spam_lm, SMS), (sst2, sst2_lm, FIXTURE_DATA / "sst2")])
+def test_lm_corpus_holds_the_train_texts_only(tmp_path, task, lm, raw, tiny_bpe):
     """Pretraining on a task's texts must not see a val, dev or test text: the corpus is exactly the
     train split's texts, each ended by <|endoftext|>, its last 10% of texts the LM's val."""
-    task.prepare(out_dir=tmp_path / "task")
+    task.prepare(input_path=raw, out_dir=tmp_path / "task")
     lm.prepare(input_path=tmp_path / "task" / "train.jsonl", out_dir=tmp_path / "lm")
     texts = [row["text"] for row in sources.read_jsonl(tmp_path / "task" / "train.jsonl")]
     n = int(len(texts) * lm_corpus.TRAIN_FRACTION)
     eot = "<|endoftext|>"
     assert decoded_splits(tmp_path / "lm") == ["".join(t + eot for t in texts[:n]), "".join(t + eot for t in texts[n:])]
-    tok = gpt2_tokenizer()
-    assert sources.read_tokens(tmp_path / "lm" / "val.bin").tolist() == lm_corpus.encode_documents(tok, texts[n:])
-    assert sources.read_tokens(tmp_path / "lm" / "val.bin")[-1] == tok.eot_token
+    assert sources.read_tokens(tmp_path / "lm" / "val.bin").tolist() == lm_corpus.encode_documents(tiny_bpe, texts[n:])
+    assert sources.read_tokens(tmp_path / "lm" / "val.bin")[-1] == tiny_bpe.eot_token
 
 
 def test_sst2_val_holds_whole_sentences_and_train_drops_their_phrases():
@@ -190,30 +190,67 @@ def test_sst2_val_holds_whole_sentences_and_train_drops_their_phrases():
 
 
 def test_sst2_parsing_and_held_out_val(tmp_path):
-    train = sst2.read_examples(sources.SHARED_DATA / "sst2" / "train.tsv")
-    assert len(train) == 67_349
-    assert train[0] == {"text": "hide new secretions from the parental units", "label": "negative"}
-    sst2.prepare(out_dir=tmp_path)
+    """The fixture holds 12 sentences (6 of each label), each with a few of its phrases as rows."""
+    train = sst2.read_examples(FIXTURE_DATA / "sst2" / "train.tsv")
+    assert len(train) == 41
+    assert train[0] == {"text": "a warm and funny film about growing up", "label": "positive"}
+    sst2.prepare(input_path=FIXTURE_DATA / "sst2", out_dir=tmp_path)
     parts = read_parts(tmp_path, ["train", "val", "dev"])
-    assert len(parts["dev"]) == 872
+    assert len(parts["dev"]) == 6
     split = sources.read_json(tmp_path / "split.json")
-    assert len(parts["train"]) + split["phrases dropped with val's sentences"] == 67_349
-    assert abs(len(parts["val"]) - 0.1 * split["sentences in train.tsv"]) <= 1
-    assert {r["label"] for rows in parts.values() for r in rows} == set(sst2.LABELS)
+    assert split["sentences in train.tsv"] == 12
+    assert Counter(r["label"] for r in parts["val"]) == {"negative": 1, "positive": 1}  # 10% of 6, per label
     # no val sentence was seen in training, not even inside a longer training row
     seen = set().union(*(sst2.word_spans(r["text"]) for r in parts["train"]))
-    assert not any(" ".join(r["text"].split()) in seen for r in parts["val"])
+    assert not any(sst2.phrase(r["text"]) in seen for r in parts["val"])
+    # and train lost nothing else: a row missing from it is a phrase of a val sentence
+    val_spans = set().union(*(sst2.word_spans(r["text"]) for r in parts["val"]))
+    dropped = [r for r in train if r not in parts["train"]]
+    assert dropped and all(sst2.phrase(r["text"]) in val_spans for r in dropped)
+    assert len(parts["train"]) + split["phrases dropped with val's sentences"] == 41
 
 
 def test_conll_parsing_and_held_out_val(tmp_path):
-    sentences = conll2003.read_examples(sources.SHARED_DATA / "conll2003" / "train.txt")
-    assert len(sentences) == 14_041
-    assert sum(len(s["tokens"]) for s in sentences) == 203_621
+    path = FIXTURE_DATA / "conll2003" / "train.txt"
+    sentences = conll2003.read_examples(path)
+    assert len(sentences) == 17  # -DOCSTART- lines start no sentence
+    assert sum(len(s["tokens"]) for s in sentences) == 134
+    assert sentences[0]["tokens"][:3] == ["Maria", "Lopez", "joined"]
+    assert sentences[0]["tags"][:3] == ["B-PER", "I-PER", "O"]
+    conll2003.prepare(input_path=path, out_dir=tmp_path)
+    parts = read_parts(tmp_path, ["train", "val"])
+    assert len(parts["val"]) == round(0.1 * 17)
+    assert sorted(map(str, parts["train"] + parts["val"])) == sorted(map(str, sentences))  # nothing lost
+
+
+# --- the real data sets, where present ---
+
+def test_real_tiny_shakespeare(tmp_path):
+    real_data("tinyshakespeare/input.txt")
+    shakespeare_char.prepare(out_dir=tmp_path)  # found as a user's run finds it
+    assert len(sources.read_json(tmp_path / "meta.json")["chars"]) == 65
+    assert (len(sources.read_tokens(tmp_path / "train.bin")), len(sources.read_tokens(tmp_path / "val.bin"))) == (
+        1_003_854, 111_540)
+
+
+def test_real_sms_spam_collection():
+    (path,) = real_data("sms_spam/SMSSpamCollection")
+    assert Counter(r["label"] for r in sms_spam.read_examples(path)) == {"ham": 4827, "spam": 747}
+
+
+def test_real_sst2():
+    train, dev = real_data("sst2/train.tsv", "sst2/dev.tsv")
+    rows = sst2.read_examples(train)
+    assert len(rows) == 67_349 and len(sst2.read_examples(dev)) == 872
+    assert rows[0] == {"text": "hide new secretions from the parental units", "label": "negative"}
+
+
+def test_real_conll2003():
+    (path,) = real_data("conll2003/train.txt")
+    sentences = conll2003.read_examples(path)
+    assert len(sentences) == 14_041 and sum(len(s["tokens"]) for s in sentences) == 203_621
     assert sentences[0]["tokens"][:3] == ["EU", "rejects", "German"]
     assert sentences[0]["tags"][:3] == ["B-ORG", "O", "B-MISC"]
-    conll2003.prepare(out_dir=tmp_path)
-    parts = read_parts(tmp_path, ["train", "val"])
-    assert len(parts["val"]) == round(0.1 * 14_041) and len(parts["train"]) + len(parts["val"]) == 14_041
 
 
 def test_conll_docstart_extra_columns_and_no_final_blank_line(tmp_path):

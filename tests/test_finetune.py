@@ -1,7 +1,8 @@
 """
 Finetuning (finetune.py, metrics.py): the scores on hand-computed cases, which weights each train
 mode trains, and whole runs of a tiny model on tiny data: train, --eval_file, --predict, zero-shot,
-and the one-line errors for bad input.
+and the one-line errors for bad input. The runs start from models with a character tokenizer, so
+they need no GPT-2 files; zero- and few-shot run on a model built so that the answer is known.
 
     python -m pytest tests/test_finetune.py -q
 """
@@ -28,10 +29,11 @@ from finetuning.metrics import classification_report, entity_report, entity_span
 from finetuning import prompting
 from finetuning.prompting import continuation_logprobs, few_shot_prefix
 from finetuning.tasks import collate, cut, encode_example
+from common.tokenizer import CharTokenizer
 from model import GPT, GPTConfig
-from common.tokenizer import gpt2_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+CHARS = "\n" + "".join(map(chr, range(32, 127)))  # a character vocabulary for every text these tests write
 
 # ----------------------------------------------------------------------------- metrics, by hand
 
@@ -183,13 +185,14 @@ def test_last_n_larger_than_the_model_is_an_error():
 
 def test_collate_pads_on_the_right():
     task = finetune.TASKS["conll2003"]
-    tok = gpt2_tokenizer()
+    tok = CharTokenizer(CHARS)  # one token per character: "EU BRUSSELS" is 11, "Peter" 5
     rows = [{"tokens": ["EU", "BRUSSELS"], "tags": ["B-ORG", "B-LOC"]}, {"tokens": ["Peter"], "tags": ["B-PER"]}]
     examples = [encode_example(r, task, tok, 64, "test") for r in rows]
     idx, mask, targets = collate(examples, "cpu")
-    assert mask.tolist() == [[True] * 4, [True, False, False, False]]
-    assert idx[0].tolist() == tok.encode("EU BRUSSELS") and idx[1, 0].item() == tok.encode("Peter")[0]
-    assert targets.tolist() == [[3, 5, -1, -1], [1, -1, -1, -1]]  # B-ORG, B-LOC on first pieces only
+    assert mask.tolist() == [[True] * 11, [True] * 5 + [False] * 6]
+    assert idx[0].tolist() == tok.encode("EU BRUSSELS") and idx[1, :5].tolist() == tok.encode("Peter")
+    # B-ORG on "E", B-LOC on " BRUSSELS"'s first piece (its space), B-PER on "P"; -1 elsewhere and on padding
+    assert targets.tolist() == [[3, -1, 5] + [-1] * 8, [1] + [-1] * 10]
 
 
 @pytest.mark.parametrize("heads", [["last", "mean", "mlp"], ["token", "token"]])
@@ -217,19 +220,24 @@ def test_continuation_logprobs_matches_the_full_softmax():
 # ----------------------------------------------------------------------------- whole runs
 
 
-def save_run(run_dir, vocab_size, tokenizer_meta, seed=0):
-    """A train.py-style run directory holding a tiny model's best.pt."""
-    torch.manual_seed(seed)
-    config = GPTConfig(block_size=48, vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=16)
+def save_model(run_dir, gpt, tokenizer_meta):
+    """A train.py-style run directory holding the model as its best.pt."""
     run_dir.mkdir(parents=True)
-    save_checkpoint({"model": GPT(config).state_dict(), "model_args": asdict(config), "config": {},
+    save_checkpoint({"model": gpt.state_dict(), "model_args": asdict(gpt.config), "config": {},
                      "tokenizer": tokenizer_meta, "iter_num": 0, "best_val_loss": 9.9}, run_dir / "best.pt")
     return run_dir
 
 
+def save_run(run_dir, vocab_size, tokenizer_meta, seed=0):
+    """A train.py-style run directory holding a tiny random model's best.pt."""
+    torch.manual_seed(seed)
+    config = GPTConfig(block_size=48, vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=16)
+    return save_model(run_dir, GPT(config), tokenizer_meta)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    return save_run(tmp_path_factory.mktemp("pre") / "run", 50257, {"kind": "gpt2"})
+    return save_run(tmp_path_factory.mktemp("pre") / "run", len(CHARS), {"kind": "char", "chars": CHARS})
 
 
 def write_jsonl(path, rows):
@@ -398,18 +406,64 @@ def test_ner_run_scores_entities_and_tags_words(tmp_path, pretrained, capsys):
     assert all(w.rsplit("/", 1)[1] in finetune.TASKS["conll2003"].labels for w in words)
 
 
-def test_zero_and_few_shot(tmp_path, pretrained, sms_data):
-    out = tmp_path / "zs"
-    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--zero_shot=True",
-         "--shots=2", "--device=cpu"])
-    results = json.loads((out / "zero_shot.json").read_text())
-    assert results["shots"] == 2 and results["val"]["n"] == 7 and 0 <= results["test"]["accuracy"] <= 1
+def position_gpt(threshold, late, early):
+    """A GPT whose next-character guess depends on the position alone: from position `threshold` on,
+    the character `late` gets logit +5 and `early` -5; before it, the reverse; every other character 0.
+    How: every block is zeroed, so the residual stream is wte[token] + wpe[position]. With n_embd = 2,
+    the final LayerNorm turns any (a, b) into (1, -1) if a > b and (-1, 1) if a < b, and wpe[:, 0] =
+    +-1000 makes the position decide which. lm_head, the same matrix as wte, then gives character v
+    the logit +-(wte[v, 0] - wte[v, 1])."""
+    tok = CharTokenizer(CHARS)
+    gpt = GPT(GPTConfig(block_size=512, vocab_size=len(CHARS), n_layer=1, n_head=1, n_embd=2))
+    with torch.no_grad():
+        for p in gpt.transformer.h.parameters():
+            p.zero_()  # a block of zeros adds nothing to the residual stream
+        wte, wpe = gpt.transformer.wte.weight, gpt.transformer.wpe.weight  # (V, 2), (block_size, 2)
+        wte.zero_()
+        wte[tok.encode(late)] = torch.tensor([2.5, -2.5])
+        wte[tok.encode(early)] = torch.tensor([-2.5, 2.5])
+        wpe.zero_()
+        wpe[:, 0] = torch.where(torch.arange(512) >= threshold, 1000.0, -1000.0)
+    return gpt
+
+
+# A rule "a long text is spam" gets five of these seven right: the short spam and the long ham fool it.
+LONG_AND_SHORT = [
+    {"text": "WINNER!! Claim your free cash prize now, call 0800 123 456", "label": "spam"},
+    {"text": "URGENT! You have won a holiday, text CLAIM to 80082 today", "label": "spam"},
+    {"text": "Your number won 1000 pounds, reply WIN to collect it now", "label": "spam"},
+    {"text": "Txt WIN now", "label": "spam"},
+    {"text": "see you at lunch", "label": "ham"},
+    {"text": "ok, on my way", "label": "ham"},
+    {"text": "can you pick up some milk and bread on your way home tonight?", "label": "ham"},
+]
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_zero_and_few_shot_pick_the_likelier_verbalizer(tmp_path, shots):
+    """On a model that finds " spam" the likelier answer after a long prompt and " ham" after a short
+    one (position_gpt, with " spam" ahead by 10 in its "s" and " ham" in its "h"), every text over 30
+    characters must be called spam and every shorter one ham, with the shots' prompt in front or not."""
+    task = finetune.TASKS["sms_spam"]
+    assert all(len(r["text"]) <= 20 or len(r["text"]) >= 40 for r in LONG_AND_SHORT)  # none near the threshold
+    for split in ("train", "val", "test"):
+        write_jsonl(tmp_path / f"{split}.jsonl", LONG_AND_SHORT)
+    prefix = few_shot_prefix(task, LONG_AND_SHORT, shots, seed=0) if shots else ""
+    threshold = len(prefix + task.template.format(text="x" * 30))  # where a 30-character text's prompt ends
+    run_dir = save_model(tmp_path / "pre", position_gpt(threshold, late="s", early="h"), {"kind": "char", "chars": CHARS})
+    run([f"--init_from={run_dir}", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'zs'}", "--zero_shot=True",
+         f"--shots={shots}", "--seed=0", "--device=cpu"])
+    results = json.loads((tmp_path / "zs" / "zero_shot.json").read_text())
+    assert results["shots"] == shots
+    for split in ("val", "test"):
+        assert results[split]["confusion"] == [[2, 1], [1, 3]]  # rows: true ham, spam; columns: predicted
+        assert results[split]["accuracy"] == pytest.approx(5 / 7)
 
 
 def test_calibration_divides_out_what_the_prompt_alone_favours(tmp_path, pretrained, sms_data, monkeypatch):
     """A stand-in LM that prefers " ham" after any prompt (+3) and " spam" after a text saying "free"
     (+1): uncalibrated, every text is ham; calibrated by the content-free texts, "free" decides."""
-    tokenizer = gpt2_tokenizer()
+    tokenizer = CharTokenizer(CHARS)  # the pretrained fixture's
     spam_word = tokenizer.encode(" spam")
 
     def fake_logprobs(gpt, contexts, continuations, batch_size, device):
@@ -441,8 +495,9 @@ def test_long_texts_are_cut_as_truncate_says(truncate, expected):
     assert cut(list(range(12)), 8, truncate) == expected
     assert cut(list(range(8)), 8, truncate) == list(range(8))  # a text that fits is kept whole
     row = {"text": " ".join(f"w{i}" for i in range(40)), "label": "ham"}
-    example = encode_example(row, finetune.TASKS["sms_spam"], gpt2_tokenizer(), 8, "row 1", truncate)
-    assert example.ids == cut(gpt2_tokenizer().encode(row["text"]), 8, truncate)
+    tokenizer = CharTokenizer(CHARS)
+    example = encode_example(row, finetune.TASKS["sms_spam"], tokenizer, 8, "row 1", truncate)
+    assert example.ids == cut(tokenizer.encode(row["text"]), 8, truncate)
 
 
 def test_few_shot_prompt_shows_every_label():

@@ -14,7 +14,6 @@ from conftest import assert_close, spread_weights, tiny_gpt
 from finetune import Classifier
 from finetuning.heads import HEADS, build_head, last_real_index
 from finetuning.tagging import align_word_labels, decode_iob2, word_predictions
-from common.tokenizer import gpt2_tokenizer
 
 
 def padded_batch(rows, pad_ids):
@@ -62,7 +61,6 @@ def test_mean_and_zero_query_attention_pool_average_only_real_tokens():
 
 def test_registry():
     assert {"last", "mean", "attn_pool", "mlp", "token"} <= set(HEADS)
-    assert all(HEADS[name].name == name for name in HEADS)
     assert [name for name, cls in HEADS.items() if cls.per_token] == ["token"]
     with pytest.raises(ValueError, match="unknown head 'cls'"):
         build_head("cls", 8, 2)
@@ -92,15 +90,17 @@ def test_first_piece_carries_the_label():
     assert word_predictions(token_predictions[:5], first_pieces, default=0) == [5, 6, 0, 0]
 
 
-def test_alignment_with_gpt2_bpe():
-    tok = gpt2_tokenizer()
-    words, labels = ["BRUSSELS", "1996-08-22", "EU"], [5, 0, 3]
-    ids, token_labels, first_pieces = align_word_labels(tok, words, labels)
-    assert tok.decode(ids) == "BRUSSELS 1996-08-22 EU"
-    pieces = [tok.encode(w) for w in ("BRUSSELS", " 1996-08-22", " EU")]
-    assert [len(p) for p in pieces] == [3, 5, 1]  # the test needs words that split
-    assert first_pieces == [0, 3, 8]
-    assert token_labels == [5, -1, -1, 0, -1, -1, -1, -1, 3]
+def test_alignment_with_a_byte_level_bpe(tiny_bpe):
+    """Through a BPE like GPT-2's (tiny_bpe: "thing" -> "th|ing", " the" -> " the", " EU" -> " |E|U"),
+    the words after the first keep their leading space, so the ids decode to the sentence."""
+    words, labels = ["thing", "the", "EU"], [5, 0, 3]
+    ids, token_labels, first_pieces = align_word_labels(tiny_bpe, words, labels)
+    assert tiny_bpe.decode(ids) == "thing the EU"
+    pieces = [tiny_bpe.encode(w) for w in ("thing", " the", " EU")]
+    assert [len(p) for p in pieces] == [2, 1, 3]  # the test needs words that split, and one that doesn't
+    assert ids == pieces[0] + pieces[1] + pieces[2]
+    assert first_pieces == [0, 2, 3]
+    assert token_labels == [5, -1, 0, 3, -1, -1]
 
 
 # ---- IOB2 decoding of tagger outputs ----

@@ -5,6 +5,7 @@ train.py: the known traps of nanoGPT-style trainers, exact resume after SIGKILL,
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,12 +16,14 @@ import pytest
 import torch
 
 from common import runtime
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_checkpoint, load_hf_state_dict, load_model
+from common.cli import UserError
+from common.sources import read_json
+from conftest import FIXTURE_DATA
 from model import GPT, GPTConfig, adamw
 from train import Batches, TrainConfig, get_lr, make_checkpoint, train, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 # a model small enough that a few hundred iterations take seconds
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
@@ -30,13 +33,11 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
 
 @pytest.fixture(scope="module")
 def char_data(tmp_path_factory):
-    """A char dataset made by the real prepare.py from the first 100k characters of Shakespeare."""
+    """A char dataset made by the real prepare.py from the 4 KB excerpt of Shakespeare in tests/fixtures."""
     from data.shakespeare_char.prepare import prepare
 
     folder = tmp_path_factory.mktemp("char_data")
-    source = folder / "input.txt"
-    source.write_text(SHAKESPEARE.read_text()[:100_000])
-    prepare(input_path=source, out_dir=folder)
+    prepare(input_path=FIXTURE_DATA / "tinyshakespeare" / "input.txt", out_dir=folder)
     return folder
 
 
@@ -156,7 +157,7 @@ def test_checkpoint_of_a_compiled_model_loads_into_a_plain_one(char_data, tmp_pa
     """train.py compiles in place (model.compile()), so the checkpoint's names carry no "_orig_mod."
     prefix, which torch.compile(model)'s wrapper would add."""
     cfg = tiny_config(char_data, tmp_path)
-    model = GPT(cfg.model_config(vocab_size=65, device="cpu"))
+    model = GPT(cfg.model_config(vocab_size=len(read_json(char_data / "meta.json")["chars"]), device="cpu"))
     optimizer = adamw(model, 0.1, 1e-3, (0.9, 0.99), "cpu")
     batches = Batches(char_data, 32, 4, seed=0)
     assert all(k.startswith("_orig_mod.") for k in torch.compile(model).state_dict())  # the trap
@@ -168,19 +169,43 @@ def test_checkpoint_of_a_compiled_model_loads_into_a_plain_one(char_data, tmp_pa
         assert torch.equal(a, b)
 
 
-def test_checkpoints_load_onto_the_cpu_and_without_pickled_code(tmp_path, monkeypatch):
-    """A GPU run resuming would otherwise put a second copy of everything on the GPU."""
-    torch.save({"x": torch.ones(2)}, tmp_path / "last.pt")
-    seen = {}
-    real_load = torch.load
+class CreatesAFile:
+    """Unpickling this object calls open(path, "w"): a harmless stand-in for a checkpoint that runs
+    code when it is loaded."""
 
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return real_load(*args, **kwargs)
+    def __init__(self, path):
+        self.path = str(path)
 
-    monkeypatch.setattr(torch, "load", spy)
-    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["x"], torch.ones(2))
-    assert seen["map_location"] == "cpu" and seen["weights_only"] is True
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+LOADERS = {  # every way our scripts read a pickled file
+    "load_checkpoint": lambda run_dir, hf_dir: load_checkpoint(run_dir / "best.pt"),
+    "load_model": lambda run_dir, hf_dir: load_model(run_dir),
+    "load_hf_state_dict": lambda run_dir, hf_dir: load_hf_state_dict(hf_dir),
+    "GPT.from_pretrained": lambda run_dir, hf_dir: GPT.from_pretrained(hf_dir),
+}
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, loader):
+    """Our checkpoints and Hugging Face's pytorch_model.bin are pickles, which can run code on loading."""
+    marker = tmp_path / "the_code_ran"
+    torch.save({"model": {"x": torch.ones(2)}, "model_args": {}, "trap": CreatesAFile(marker)}, tmp_path / "unsafe.pt")
+    torch.load(tmp_path / "unsafe.pt", weights_only=False)  # the trap works: a load that trusts the file runs it
+    assert marker.exists()
+    marker.unlink()
+
+    run_dir, hf_dir = tmp_path / "run", tmp_path / "hf"
+    run_dir.mkdir()
+    hf_dir.mkdir()
+    shutil.copy(tmp_path / "unsafe.pt", run_dir / "best.pt")
+    shutil.copy(tmp_path / "unsafe.pt", hf_dir / "pytorch_model.bin")
+    shutil.copy(ROOT / "tests" / "fixtures" / "tiny_gpt2" / "config.json", hf_dir)
+    with pytest.raises(UserError, match="could run code"):
+        LOADERS[loader](run_dir, hf_dir)
+    assert not marker.exists()
 
 
 def test_ddp_ranks_split_one_iteration_between_them(char_data):
@@ -202,7 +227,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(char_data, tmp
                                learning_rate=3e-3))
     steps, evals = read_log(tmp_path)
     assert sorted(evals) == [0, 30, 60] and sorted(steps) == list(range(1, 61))
-    assert evals[60][1] < evals[0][1] - 0.5  # val loss falls from ~ln(65) = 4.17
+    assert evals[60][1] < evals[0][1] - 0.5  # val loss falls from ~ln(56 characters) = 4.0
     assert result["best_val_loss"] == min(v for _, v in evals.values())
     best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
     assert last["iter_num"] == 60 and best["best_val_loss"] == result["best_val_loss"]
