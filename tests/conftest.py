@@ -1,19 +1,43 @@
 """
 Helpers shared by the tests: comparisons that report their max error, and tiny models whose
-weights are spread wide enough that a wrong transpose, mask or scale shows up in the output.
+weights are spread wide enough that a wrong transpose, mask or scale shows up in the output; and
+fixtures that keep every test offline and, on request, away from the local data copies.
 """
 
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import model, checkpoint from the repo root
 
+from common import sources  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 # the tests' models are tiny: one thread runs them faster, and a busy second core can't stall them
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test downloads: file:// URLs open, anything else fails the way it does without a network."""
+    urlopen = urllib.request.urlopen
+
+    def local_only(url, *args, **kwargs):
+        if not url.startswith("file:"):
+            raise urllib.error.URLError("network unreachable (tests never download)")
+        return urlopen(url, *args, **kwargs)
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
+
+
+@pytest.fixture
+def no_local_data(tmp_path, monkeypatch):
+    """Neither $GPT_DATA_DIR nor ../shared/data holds anything."""
+    monkeypatch.setenv("GPT_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(sources, "SHARED_DATA", tmp_path / "no_shared_data")
 
 
 def max_error(actual, expected, relative=False):
