@@ -1,6 +1,7 @@
 """The IMDb task (data/imdb/prepare.py): the official files parsed exactly, a held-out val that is
 stratified, reproducible and independent of the files' row order, no training text that is an
-evaluation text, and the original archive turned into the same raw layout."""
+evaluation text, and the original archive turned into the same raw layout. The pretraining corpus
+(data/imdb_lm/prepare.py): no text of an evaluation split in it."""
 
 import io
 import random
@@ -10,8 +11,10 @@ from collections import Counter
 import pytest
 
 import data.imdb.prepare as imdb
+import data.imdb_lm.prepare as imdb_lm
 from common import sources
 from common.cli import UserError
+from common.tokenizer import load_tokenizer
 
 IMDB = sources.SHARED_DATA / "imdb"
 
@@ -125,3 +128,32 @@ def test_label_is_after_the_last_tab(tmp_path):
     path = tmp_path / "x.tsv"
     path.write_text("text\tlabel\na\ttab inside\t1\n")
     assert imdb.read_examples(path) == [{"text": "a\ttab inside", "label": "positive"}]
+
+
+# --- the pretraining corpus, data/imdb_lm ---
+
+def test_lm_corpus_holds_no_evaluation_text(tmp_path):
+    """Built from a small fake of the raw files whose unsup and train overlap test, as the real ones do:
+    the corpus is exactly the allowed texts, each once, each ended by <|endoftext|>."""
+    train_rows = [(f"Train review {i}: {'great' if i % 2 else 'awful'} acting, {i * 7} stars", str(i % 2))
+                  for i in range(60)]
+    train_rows += [("A review in both train and test.", "1"), ("Twice in train.", "0"), ("Twice in train.", "0")]
+    test_rows = [("A review in both train and test.", "1"), ("Unsup also has this test review.", "0"),
+                 ("Only in test.", "1")]
+    unsup = ["Unlabelled review one.", "Unsup also has this test review.", "Unlabelled review one.",
+             "Train review 3: great acting, 21 stars", "Ünïcödé review 🙂."]
+    raw = fake_raw_files(tmp_path / "raw", train_rows, test_rows, unsup)
+    imdb_lm.prepare(input_path=raw, out_dir=tmp_path / "lm")
+
+    tok = load_tokenizer(sources.read_json(tmp_path / "lm" / "meta.json"))
+    assert tok.meta["kind"] == "bpe"
+    streams = [sources.read_tokens(tmp_path / "lm" / f"{split}.bin").tolist() for split in ("train", "val")]
+    assert all(ids[-1] == tok.eot_token for ids in streams)
+    documents = [doc for ids in streams for doc in tok.decode(ids).split("<|endoftext|>")[:-1]]
+
+    parts, _ = imdb.splits(raw, tmp_path)
+    held_out = texts(parts["val"]) | texts(parts["test"])
+    assert "Unsup also has this test review." in held_out and len(parts["val"]) > 0
+    assert not set(documents) & held_out
+    assert sorted(documents) == sorted(({t for t, _ in train_rows} | set(unsup)) - held_out)  # all the rest, once
+    assert sources.read_json(tmp_path / "lm" / "split.json")["reviews"] == len(documents)
