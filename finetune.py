@@ -38,6 +38,7 @@ from common.cli import UserError, parse_config, run_main
 from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
 from finetuning.evaluate import evaluate, evaluate_file, predict, score_split
+from finetuning.bow import bow_baseline
 from finetuning.checkpoints import count_parameters, finetuned_checkpoint, load_members, load_resume_point, save_finetuned
 from finetuning.heads import build_head, check_head
 from finetuning.adapter import apply_adapters
@@ -141,7 +142,7 @@ class FinetuneConfig:
     # what to start from, and what to learn
     init_from: str = "out-shakespeare"  # a train.py run dir (its best.pt), a GPT-2 Hugging Face dir
     #                                     (config.json; "gpt2:DIR" says so explicitly), or "scratch"
-    task: str = "sms_spam"  # one of TASKS: sms_spam, sst2, conll2003
+    task: str = "sms_spam"  # one of TASKS: sms_spam, sst2, imdb, conll2003
     data_dir: str = ""  # folder with train.jsonl, val.jsonl and the test split; "" = data/<task>
     head: str = "auto"  # one of heads.HEADS; "auto" = last for classification, token for tagging
     train: str = "full"  # one of TRAIN_MODES: full, head (a linear probe), last_n, lora, adapter, prefix
@@ -363,6 +364,12 @@ def finetune(cfg):
     ctx = runtime.autocast(device, dtype)
     for name, examples in splits.items():
         metrics.update(score_split(classifier.to(device), name, examples, train_set, task, cfg.batch_size, device, ctx))
+    if not task.per_token:  # the bar to clear: 1-2-gram logistic regression on the same rows
+        metrics["bow_baseline"] = bow_baseline([e.row for e in train_set],
+                                               {name: [e.row for e in examples] for name, examples in splits.items()},
+                                               task.labels)
+        print("bag-of-words baseline: " + ", ".join(f"{name} accuracy {r['accuracy']:.4f}"
+                                                    for name, r in metrics["bow_baseline"].items()))
     write_json(metrics, Path(cfg.out_dir) / "metrics.json")
     (Path(cfg.out_dir) / "last.pt").unlink()  # the run is complete: nothing left to resume
     print(f"wrote {cfg.out_dir}/best.pt and {cfg.out_dir}/metrics.json")

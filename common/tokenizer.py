@@ -1,8 +1,8 @@
 """
-Text <-> token ids. Two tokenizers with one interface (encode, decode, vocab_size, meta):
+Text <-> token ids. Three tokenizers with one interface (encode, decode, vocab_size, meta):
 
     from common.tokenizer import load_tokenizer
-    tok = load_tokenizer({"kind": "gpt2"})       # or {"kind": "char", "chars": "abc..."}
+    tok = load_tokenizer({"kind": "gpt2"})       # or {"kind": "char", "chars": "abc..."}, or a "bpe" meta
     ids = tok.encode("Hello world")              # [15496, 995]
     tok.decode(ids)                              # "Hello world"
 
@@ -16,8 +16,11 @@ import tiktoken
 import tiktoken.load
 import tiktoken_ext.openai_public
 
+from common import bpe
 from common.cli import UserError
 from common.sources import local_copy, sha256
+
+EOT = "<|endoftext|>"  # the document boundary of the byte-level tokenizers
 
 
 class CharTokenizer:
@@ -45,22 +48,46 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
 
-class GPT2Tokenizer:
-    """GPT-2's byte-level BPE through tiktoken. encode treats "<|endoftext|>" in a text as ordinary
+class TiktokenTokenizer:
+    """A byte-level BPE through tiktoken. encode treats "<|endoftext|>" in a text as ordinary
     characters, so no text can smuggle in a document boundary; append eot_token yourself where one
     document ends and the next begins."""
 
-    def __init__(self, encoding):
+    def __init__(self, encoding, meta):
         self.encoding = encoding
-        self.vocab_size = encoding.n_vocab  # 50,257: 256 bytes + 50,000 merges + <|endoftext|>
+        self.vocab_size = encoding.n_vocab  # the 256 bytes, one token per merge, and <|endoftext|>
         self.eot_token = encoding.eot_token
-        self.meta = {"kind": "gpt2"}
+        self.meta = meta
 
     def encode(self, text):
         return self.encoding.encode_ordinary(text)
 
     def decode(self, ids):
         return self.encoding.decode(list(ids))
+
+
+class GPT2Tokenizer(TiktokenTokenizer):
+    """GPT-2's own: 256 bytes + 50,000 merges + <|endoftext|> = 50,257 tokens."""
+
+    def __init__(self, encoding):
+        super().__init__(encoding, {"kind": "gpt2"})
+
+
+class BPETokenizer(TiktokenTokenizer):
+    """A byte-level BPE learned by common/bpe.py, GPT-2's pre-tokenizer and <|endoftext|> after the
+    merges. Its meta holds the merges themselves, so a checkpoint's "tokenizer" entry is enough to
+    rebuild it: "merges" is "left right left right ..." (two ids a merge, in learned order)."""
+
+    def __init__(self, merges):
+        ranks = bpe.mergeable_ranks(merges)
+        encoding = tiktoken.Encoding(name=f"bpe{len(ranks) + 1}", pat_str=bpe.GPT2_PATTERN,
+                                     mergeable_ranks=ranks, special_tokens={EOT: len(ranks)})
+        super().__init__(encoding, {"kind": "bpe", "merges": " ".join(f"{a} {b}" for a, b in merges)})
+
+    @classmethod
+    def from_meta(cls, meta):
+        ids = [int(i) for i in meta["merges"].split()]
+        return cls(list(zip(ids[0::2], ids[1::2])))
 
 
 # the sha256 of OpenAI's files, the same that tiktoken checks when it downloads them
@@ -89,10 +116,13 @@ def gpt2_tokenizer():
 
 
 def load_tokenizer(meta):
-    """The tokenizer a meta dict describes: {"kind": "char", "chars": ...} or {"kind": "gpt2"}."""
+    """The tokenizer a meta dict describes: {"kind": "char", "chars": ...}, {"kind": "gpt2"} or
+    {"kind": "bpe", "merges": ...}."""
     kind = meta.get("kind")
     if kind == "char":
         return CharTokenizer(meta["chars"])
     if kind == "gpt2":
         return gpt2_tokenizer()
-    raise UserError(f"unknown tokenizer kind {kind!r}; expected 'char' or 'gpt2'")
+    if kind == "bpe":
+        return BPETokenizer.from_meta(meta)
+    raise UserError(f"unknown tokenizer kind {kind!r}; expected 'char', 'gpt2' or 'bpe'")

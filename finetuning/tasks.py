@@ -20,6 +20,7 @@ import torch
 from common.cli import UserError
 from common.sources import numbered_lines
 from data.conll2003 import prepare as conll2003
+from data.imdb import prepare as imdb
 from data.sms_spam import prepare as sms_spam
 from data.sst2 import prepare as sst2
 from finetuning.tagging import align_word_labels
@@ -45,6 +46,11 @@ TASKS = {
     ),
     "sst2": Task(  # GLUE's dev split is the test: GLUE's own test split has no labels
         labels=sst2.LABELS, per_token=False, read_raw=sst2.read_examples, test_split="dev",
+        template="Review: {text}\nIs this review positive or negative? Answer:",
+        verbalizers={"negative": " negative", "positive": " positive"},
+    ),
+    "imdb": Task(  # the official 25,000 test reviews; val is 10% of the official train
+        labels=imdb.LABELS, per_token=False, read_raw=imdb.read_examples, test_split="test",
         template="Review: {text}\nIs this review positive or negative? Answer:",
         verbalizers={"negative": " negative", "positive": " positive"},
     ),

@@ -1,11 +1,14 @@
 """
 Helpers shared by the tests: comparisons that report their max error, tiny models whose weights are
 spread wide enough that a wrong transpose, mask or scale shows up in the output, and the data the
-tests read. Every test runs on a bare clone, offline: they read the small files in tests/fixtures/
-(see its README.md); the few that check the real data sets or GPT-2's own BPE files skip without them.
+tests read. Every test runs on a bare clone, offline (the offline fixture refuses downloads): they
+read the small files in tests/fixtures/ (see its README.md); the few that check the real data sets
+or GPT-2's own BPE files skip without them.
 """
 
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,25 @@ FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data"  # laid out as ../sha
 
 # the tests' models are tiny: one thread runs them faster, and a busy second core can't stall them
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test downloads: file:// URLs open, anything else fails the way it does without a network."""
+    urlopen = urllib.request.urlopen
+
+    def local_only(url, *args, **kwargs):
+        if not url.startswith("file:"):
+            raise urllib.error.URLError("network unreachable (tests never download)")
+        return urlopen(url, *args, **kwargs)
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
+
+
+@pytest.fixture
+def no_local_data(tmp_path, monkeypatch):
+    """Neither $GPT_DATA_DIR nor ../shared/data holds anything."""
+    monkeypatch.setenv("GPT_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(sources, "SHARED_DATA", tmp_path / "no_shared_data")
 
 
 def max_error(actual, expected, relative=False):

@@ -5,8 +5,6 @@ real data sets, they are checked against the sizes their README documents; elsew
 
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -29,25 +27,6 @@ from data import lm_corpus
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = FIXTURE_DATA / "tinyshakespeare" / "input.txt"
 SMS = FIXTURE_DATA / "sms_spam" / "SMSSpamCollection"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test downloads: file:// URLs open, anything else fails the way it does without a network."""
-    urlopen = urllib.request.urlopen
-
-    def local_only(url, *args, **kwargs):
-        if not url.startswith("file:"):
-            raise urllib.error.URLError("network unreachable (tests never download)")
-        return urlopen(url, *args, **kwargs)
-    monkeypatch.setattr(urllib.request, "urlopen", local_only)
-
-
-@pytest.fixture
-def no_local_data(tmp_path, monkeypatch):
-    """Neither $GPT_DATA_DIR nor ../shared/data holds anything."""
-    monkeypatch.setenv("GPT_DATA_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr(sources, "SHARED_DATA", tmp_path / "no_shared_data")
 
 
 def decoded_splits(out_dir):

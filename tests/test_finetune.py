@@ -275,6 +275,8 @@ def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, caps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"] == mode and metrics["head"] == head
     assert set(metrics["val"]["per_class"]) == {"ham", "spam"} and metrics["test"]["n"] == 7
+    # beside the bag-of-words baseline, fitted on the same training rows and scored on the same splits
+    assert set(metrics["bow_baseline"]) == {"val", "test"} and metrics["bow_baseline"]["test"]["n"] == 7
     # the saved run is a plain GPT (LoRA merged; adapters and prefix beside it), and it scores val as
     # the model did while training
     ckpt = load_checkpoint(out / "best.pt")
@@ -542,7 +544,7 @@ def test_invalid_json_names_the_line(tmp_path, pretrained):
     ("--lora_rank=0", "--lora_rank must be at least 1"),
     ("--lora_targets=attn.c_attn,attn.q", "no layer 'attn.q' in a GPT block"),
     ("--head=token", "--head=token does not fit sms_spam"),
-    ("--task=imdb", "unknown task 'imdb'"),
+    ("--task=mnist", "unknown task 'mnist'"),
     ("--members=0", "--members must be at least 1"),
     ("--dropout=1", "--dropout must be in [0, 1)"),
 ])
