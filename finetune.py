@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from common import runtime
 from common.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
 from common.cli import UserError, parse_config, run_main
+from common.progress import Progress, track
 from data.conll2003 import prepare as conll2003
 from data.sms_spam import prepare as sms_spam
 from data.sst2 import prepare as sst2
@@ -440,7 +441,7 @@ def predict_probs(classifier, examples, batch_size, device, ctx):
     # batches of similar lengths pad less; padding never changes a result, so the order is free
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
     probs = [None] * len(examples)
-    for start in range(0, len(order), batch_size):
+    for start in track(range(0, len(order), batch_size), "scoring", "batches"):
         chunk = order[start : start + batch_size]
         idx, mask, _ = collate([examples[i] for i in chunk], device)
         with ctx:
@@ -543,6 +544,7 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
             next(batches)
         runtime.set_rng_state(resume["rng"])
         print(f"resuming at iteration {start} of {max_iters}")
+    progress = Progress(max_iters, "finetuning", "iterations", start=start)  # for the time left
     for it in range(start, max_iters):
         classifier.train()
         lr = get_lr(it, cfg, max_iters)
@@ -550,7 +552,8 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
             group["lr"] = lr
         loss = train_step(classifier, optimizer, scaler, next(batches), cfg.grad_clip, device, ctx)
         if it % cfg.log_interval == 0:
-            print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - started:.0f}s")
+            print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - started:.0f}s, "
+                  f"eta {progress.eta(it + 1)}")
         if (it + 1) % eval_interval == 0 or it + 1 == max_iters:
             report = evaluate(classifier, val_set, task.labels, cfg.batch_size, device, ctx)
             print(f"iter {it + 1}: val accuracy {report['accuracy']:.4f}, headline {headline(report):.4f}")
@@ -702,7 +705,7 @@ def continuation_logprobs(gpt, contexts, continuations, batch_size, device):
     pair of token-id lists. A context too long for the block loses its oldest tokens."""
     block = gpt.config.block_size
     scores = []
-    for start in range(0, len(contexts), batch_size):
+    for start in track(range(0, len(contexts), batch_size), "scoring prompts", "batches"):
         rows = []
         pairs = zip(contexts[start : start + batch_size], continuations[start : start + batch_size])
         for context, continuation in pairs:

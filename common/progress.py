@@ -31,12 +31,14 @@ def format_duration(seconds):
 
 
 def format_rate(steps, seconds, unit):
-    """"3.1 batches/s", or "2.5 s/cell" for steps slower than one a second (the singular unit)."""
+    """"3.1 batches/s", "5,241 characters/s", or "2.5 s/cell" for steps slower than one a second."""
     if steps <= 0 or seconds <= 0:
         return f"- {unit}/s"
     per_second = steps / seconds
+    if per_second >= 100:
+        return f"{per_second:,.0f} {unit}/s"
     if per_second >= 1:
-        return f"{per_second:,.1f} {unit}/s"
+        return f"{per_second:.1f} {unit}/s"
     return f"{seconds / steps:,.1f} s/{unit.removesuffix('s')}"
 
 
@@ -53,16 +55,20 @@ class Progress:
         self.shown_at = None  # when the latest line was shown; None: not yet
         self.width = 0  # of the line on screen, so that a shorter one can blank out its tail
 
+    def eta(self, done):
+        """The time left at the rate of this process's steps so far: "3m10s" ("-" before the first)."""
+        steps = done - self.start
+        if steps <= 0:
+            return "-"
+        return format_duration((self.total - done) * (self.clock() - self.t0) / steps)
+
     def describe(self, done):
         """"val: 12/40 batches, 3.1 batches/s, eta 9s", or "... done in 13s" once done == total."""
         elapsed = self.clock() - self.t0
-        steps = done - self.start
-        text = f"{self.what}: {done:,}/{self.total:,} {self.unit}, {format_rate(steps, elapsed, self.unit)}"
+        text = f"{self.what}: {done:,}/{self.total:,} {self.unit}, {format_rate(done - self.start, elapsed, self.unit)}"
         if done >= self.total:
             return f"{text}, done in {format_duration(elapsed)}"
-        if steps <= 0:
-            return text
-        return f"{text}, eta {format_duration((self.total - done) * elapsed / steps)}"
+        return f"{text}, eta {self.eta(done)}"
 
     def update(self, done):
         now = self.clock()

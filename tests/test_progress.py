@@ -30,8 +30,9 @@ def test_durations_read_like_a_clock(seconds, text):
     assert format_duration(seconds) == text
 
 
-def test_slow_steps_show_seconds_per_step():
+def test_rates_read_naturally_fast_or_slow():
     assert format_rate(31, 10.0, "batches") == "3.1 batches/s"
+    assert format_rate(52_412, 10.0, "characters") == "5,241 characters/s"
     assert format_rate(4, 10.0, "cells") == "2.5 s/cell"
     assert format_rate(0, 10.0, "steps") == "- steps/s"
 
@@ -43,6 +44,11 @@ def test_time_left_is_the_steps_left_at_the_rate_so_far():
     assert progress.describe(10) == "val: 10/40 batches, 2.0 batches/s, eta 15s"
     clock.now += 15.0
     assert progress.describe(40) == "val: 40/40 batches, 2.0 batches/s, done in 20s"
+
+
+def test_no_time_left_is_guessed_before_the_first_step():
+    progress = Progress(40, "val", "batches", file=io.StringIO(), clock=Clock())
+    assert progress.eta(0) == "-" and progress.describe(0) == "val: 0/40 batches, - batches/s, eta -"
 
 
 def test_a_resumed_job_counts_only_its_own_steps_in_the_rate():
