@@ -31,7 +31,7 @@ def format_duration(seconds):
 
 
 def format_rate(steps, seconds, unit):
-    """"3.1 batches/s", "5,241 characters/s", or "2.5 s/cell" for steps slower than one a second."""
+    """"3.1 batches/s", "5,241 characters/s", or "2.5 s each" for steps slower than one a second."""
     if steps <= 0 or seconds <= 0:
         return f"- {unit}/s"
     per_second = steps / seconds
@@ -39,7 +39,7 @@ def format_rate(steps, seconds, unit):
         return f"{per_second:,.0f} {unit}/s"
     if per_second >= 1:
         return f"{per_second:.1f} {unit}/s"
-    return f"{seconds / steps:,.1f} s/{unit.removesuffix('s')}"
+    return f"{seconds / steps:,.1f} s each"
 
 
 class Progress:

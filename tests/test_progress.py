@@ -33,7 +33,7 @@ def test_durations_read_like_a_clock(seconds, text):
 def test_rates_read_naturally_fast_or_slow():
     assert format_rate(31, 10.0, "batches") == "3.1 batches/s"
     assert format_rate(52_412, 10.0, "characters") == "5,241 characters/s"
-    assert format_rate(4, 10.0, "cells") == "2.5 s/cell"
+    assert format_rate(4, 10.0, "cells") == "2.5 s each"
     assert format_rate(0, 10.0, "steps") == "- steps/s"
 
 
@@ -67,8 +67,8 @@ def test_a_terminal_line_is_redrawn_in_place_and_ended_once():
     progress.close()
     text = out.getvalue()
     assert text.count("\r") == 3 and text.count("\n") == 1 and text.endswith("done in 15s\n")
-    assert [part.rstrip() for part in text.split("\r")[1:]][:2] == ["job: 1/3 steps, 5.0 s/step, eta 10s",
-                                                                     "job: 2/3 steps, 5.0 s/step, eta 5s"]
+    assert [part.rstrip() for part in text.split("\r")[1:]][:2] == ["job: 1/3 steps, 5.0 s each, eta 10s",
+                                                                     "job: 2/3 steps, 5.0 s each, eta 5s"]
 
 
 def test_a_short_job_wipes_its_terminal_line():
