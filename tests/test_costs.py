@@ -93,7 +93,8 @@ def test_the_inspector_prints_the_table_and_its_check(capsys):
     out = capsys.readouterr().out
     assert "| 2 blocks: mlp.c_fc | 576 | 30.8% | 1,152 | 3,456 |" in out  # 576 / 1872 parameters
     assert f"| total | 1,872 | 100.0% |" in out
-    assert "(the table's total)" in out  # estimate_mfu's count agrees
+    assert "parameters: the model has 1,872, the table 1,872" in out
+    assert "6 x 1,840 + 12 x 2 x 2 x 4 x 4 = 11,808, the table 11,808" in out  # 1,840: all but wpe
     assert "a micro-step of batch_size=3 x 4 tokens" in out
 
 

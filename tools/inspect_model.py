@@ -68,31 +68,30 @@ def mebibytes(n_bytes):
     return f"{n_bytes / 2**20:,.2f} MiB"
 
 
+def checks(model, rows):
+    """The table's totals beside the model's own parameter count and estimate_mfu's FLOPs per token."""
+    c, whole = model.config, total(rows)
+    per_token = model.estimate_mfu(fwdbwd_per_iter=1, dt=1.0, peak_flops=1.0) / c.block_size  # 1 sequence's FLOPs / T
+    return [f"parameters: the model has {sum(p.numel() for p in model.parameters()):,}, the table {whole.params:,}",
+            f"training FLOPs per token: estimate_mfu counts 6N + 12*L*H*Q*T = 6 x {model.get_num_params():,} + "
+            f"12 x {c.n_layer} x {c.n_head} x {c.n_embd // c.n_head} x {c.block_size} = {per_token:,.0f}, "
+            f"the table {whole.train_flops:,}"]
+
+
 def main(argv):
     cfg = parse_config(InspectConfig, argv)
     model = model_to_inspect(cfg)
-    config = model.config
+    c, rows = model.config, cost_rows(model.config)
     dtype = runtime.pick_dtype(cfg.dtype, runtime.pick_device(cfg.device))
-    bytes_per_element = torch.tensor([], dtype=runtime.DTYPES[dtype]).element_size()
-    rows = cost_rows(config)
-
-    print(f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} dims, block {config.block_size}, "
-          f"vocabulary {config.vocab_size:,}, bias {config.bias}; activations at {bytes_per_element} bytes ({dtype})\n")
-    print(table(rows, bytes_per_element))
-
-    # the check: the table against the model itself and against estimate_mfu's formula
-    T = config.block_size
-    n_params = sum(p.numel() for p in model.parameters())
-    mfu_per_token = model.estimate_mfu(fwdbwd_per_iter=1, dt=1.0, peak_flops=1.0) / T  # its FLOPs per sequence / T
-    whole = total(rows)
-    print(f"\nthe model has {n_params:,} parameters; estimate_mfu counts 6N + 12*L*H*Q*T = "
-          f"6 x {model.get_num_params():,} + 12 x {config.n_layer} x {config.n_head} x "
-          f"{config.n_embd // config.n_head} x {T} = {mfu_per_token:,.0f} training FLOPs per token"
-          + (" (the table's total)" if mfu_per_token == whole.train_flops else f", the table {whole.train_flops:,}"))
-    tokens = cfg.batch_size * T
-    print(f"a micro-step of batch_size={cfg.batch_size} x {T} tokens: {whole.train_flops * tokens / 1e9:,.2f} GFLOP "
-          f"(forward and backward), {mebibytes(whole.activations * cfg.batch_size * bytes_per_element)} "
-          f"of activations")
+    itemsize = runtime.DTYPES[dtype].itemsize  # bytes per activation
+    print(f"{c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, vocabulary "
+          f"{c.vocab_size:,}, bias {c.bias}; activations at {itemsize} bytes each ({dtype})\n")
+    print(table(rows, itemsize))
+    print("\n" + "\n".join(checks(model, rows)))
+    whole, tokens = total(rows), cfg.batch_size * c.block_size
+    print(f"a micro-step of batch_size={cfg.batch_size} x {c.block_size} tokens: "
+          f"{whole.train_flops * tokens / 1e9:,.2f} GFLOP (forward and backward), "
+          f"{mebibytes(whole.activations * cfg.batch_size * itemsize)} of activations")
 
 
 if __name__ == "__main__":
