@@ -294,3 +294,18 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(char_data,
     print(f"[max error] DDP vs single-process loss: {worst:.2e}")
     assert worst < 1e-5
     assert max(abs(a - b) for i in single_evals for a, b in zip(single_evals[i], ddp_evals[i])) < 1e-5
+
+
+def test_gloo_ranks_stop_together_when_the_time_budget_runs_out(char_data, tmp_path):
+    """Every rank follows rank 0's clock: a rank that stopped one iteration early would leave the
+    others waiting for its gradients forever (the timeout would fail this test)."""
+    args = [a for a in TINY if not a.startswith("--max_seconds")]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train.py", *args, f"--data_dir={char_data}", "--max_iters=1000000",
+                          "--lr_decay_iters=1000000", "--eval_interval=1000000", "--max_seconds=3",
+                          "--gradient_accumulation_steps=2", "--backend=gloo", f"--out_dir={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    steps, evals = read_log(tmp_path)
+    assert 0 < max(steps) < 1000000 and sorted(evals) == [0, max(steps)]  # stopped by the clock, then evaluated
+
