@@ -8,8 +8,8 @@ How far a long job has got: step i of n, the rate, and the time left, on one lin
 In a terminal the line is redrawn in place: a carriage return ("\\r") moves back to its start.
 In a log file or CI, where every redraw would pile up in one endless line, a plain line is
 printed now and then instead. A job that ends within a few seconds leaves no line behind, so
-short evaluations inside a training loop don't bury its log. train.py, finetune.py, the data
-prepare scripts and tools/bench*.py all report progress through this module.
+short evaluations inside a training loop don't bury its log. train.py, finetune.py, downloads
+and the slower data preparation steps, and tools/bench*.py report progress through this module.
 """
 
 import sys
@@ -98,11 +98,11 @@ class Progress:
         self.file.flush()
 
 
-def track(iterable, what, unit="steps", total=None, start=0, file=None):
-    """Yield the items of iterable, reporting progress after each (total: len(iterable) by default)."""
-    progress = Progress(len(iterable) if total is None else total, what, unit, start, file)
+def track(iterable, what, unit="steps"):
+    """Yield the items of iterable (a list, range, set: anything with a len), reporting progress after each."""
+    progress = Progress(len(iterable), what, unit)
     try:
-        for done, item in enumerate(iterable, start=start + 1):
+        for done, item in enumerate(iterable, start=1):
             yield item
             progress.update(done)
     finally:

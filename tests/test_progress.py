@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from common.progress import KEEP_AFTER, LOG_EVERY, Progress, format_duration, format_rate
+from common.progress import KEEP_AFTER, LOG_EVERY, Progress, format_duration, format_rate, track
 
 
 class Clock:
@@ -103,3 +103,8 @@ def test_a_short_job_stays_out_of_a_log():
         progress.update(done)
     progress.close()
     assert out.getvalue() == ""
+
+
+def test_track_yields_every_item_in_order_and_a_short_job_prints_nothing(capsys):
+    assert list(track(["a", "b", "c"], "job")) == ["a", "b", "c"]
+    assert capsys.readouterr().out == ""  # pytest's captured stdout is no terminal: a log
