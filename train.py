@@ -188,8 +188,10 @@ def get_lr(it, learning_rate, warmup_iters, decay_iters, min_lr, decay="cosine")
 def schedule_position(iter_num, seconds, cfg):
     """How far the learning-rate schedule has got, in iterations. With a time budget (max_seconds) it is
     the further of iter_num and the budget's used fraction of lr_decay_iters: the cosine then reaches
-    min_lr when the time runs out, on a machine too slow for max_iters as on a fast one."""
-    if not cfg.max_seconds:
+    min_lr when the time runs out, on a machine too slow for max_iters as on a fast one. The warmup
+    is always counted in iterations: the seconds spent compiling must not skip it, since Adam's first
+    steps at the full learning rate set this model back for thousands of iterations."""
+    if not cfg.max_seconds or iter_num < cfg.warmup_iters:
         return iter_num
     return max(iter_num, seconds / cfg.max_seconds * cfg.lr_decay_iters)
 

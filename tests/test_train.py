@@ -88,6 +88,7 @@ def test_a_time_budget_moves_the_schedule_when_it_runs_out_first():
     assert schedule_position(100, 50.0, cfg) == 500  # slow: half the time gone, a tenth of the iterations
     assert schedule_position(700, 50.0, cfg) == 700  # fast: the iterations are further along
     assert schedule_position(100, 50.0, TrainConfig(max_seconds=0)) == 100  # no budget: iterations alone
+    assert schedule_position(5, 50.0, cfg) == 5  # the warmup counts iterations, however long compiling took
 
 
 # ----------------------------------------------------------------------------- the traps
