@@ -35,6 +35,7 @@ import torch.nn as nn
 from common import runtime
 from common.checkpoint import load_gpt, save_checkpoint
 from common.cli import UserError, parse_config, run_main
+from common.progress import Progress
 from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
 from finetuning.evaluate import evaluate, evaluate_file, predict, score_split
@@ -288,6 +289,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
             next(batches)
         runtime.set_rng_state(run.resume["rng"])
         print(f"resuming at iteration {start} of {max_iters}")
+    progress = Progress(max_iters, "finetuning", "iterations", start=start)  # for the time left
     for it in range(start, max_iters):
         # one step on the next batch of the shuffled training set
         classifier.train()
@@ -296,7 +298,8 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
             group["lr"] = lr
         loss = finetune_step(classifier, optimizer, scaler, next(batches), cfg.grad_clip, device, ctx)
         if it % cfg.log_interval == 0:
-            print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - run.started:.0f}s")
+            print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - run.started:.0f}s, "
+                  f"eta {progress.eta(it + 1)}")
 
         # every eval_interval iterations and at the end: score val, keep the best, save what resumes
         if (it + 1) % eval_interval == 0 or it + 1 == max_iters:

@@ -140,6 +140,9 @@ class CausalSelfAttention(nn.Module):
         # causal[i, j] is True where query i may look at key j (j <= i); not saved in checkpoints
         causal = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("causal", causal, persistent=False)
+        # True: the manual path keeps its attention weights in last_att (tools/attention_maps.py draws them)
+        self.keep_att = False
+        self.last_att = None
 
     def forward(self, x, cache=None):
         B, T, C = x.size()
@@ -159,6 +162,8 @@ class CausalSelfAttention(nn.Module):
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, past + T)
             att = att.masked_fill(~mask, float("-inf"))  # no peeking at the future
             att = F.softmax(att, dim=-1)
+            if self.keep_att:
+                self.last_att = att.detach()  # (B, nh, T, past + T), each row summing to 1
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, past + T) x (B, nh, past + T, hs) -> (B, nh, T, hs)
         else:

@@ -1,7 +1,7 @@
 """
 Pretrain a GPT with the next-token loss.
 
-    python train.py                                   # small Shakespeare model on the CPU, then a sample
+    python train.py                                   # small Shakespeare model on the CPU (4 minutes), then a sample
     python train.py config/train_shakespeare_char.py  # the GPU-sized Shakespeare model
     python train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 \\
         --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 \\
@@ -24,9 +24,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from common import runtime
+from common import plots, runtime
 from common.checkpoint import load_gpt, load_model, save_checkpoint
 from common.cli import UserError, parse_config, run_main
+from common.progress import format_duration, track
 from model import GPT, GPTConfig, adamw
 from common.tokenizer import load_tokenizer
 
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent
 
 @dataclass
 class TrainConfig:
-    # the defaults are the built-in CPU run: a few minutes on a laptop, then a sample
+    # the defaults are the built-in CPU run: four minutes of training on a laptop, then a sample
     # I/O
     out_dir: str = "out-shakespeare-char"  # best.pt, last.pt, log.jsonl and loss.png go here
     eval_interval: int = 1000  # evaluate and checkpoint every this many iterations
@@ -64,6 +65,7 @@ class TrainConfig:
     # AdamW with linear warmup, then cosine decay to min_lr
     learning_rate: float = 3e-3  # the peak, after warmup; small models take larger rates than GPT-2's 6e-4
     max_iters: int = 5600  # optimizer steps in all
+    max_seconds: float = 240.0  # or stop sooner, after this many seconds of training (0: no limit); see schedule_position
     weight_decay: float = 0.1  # AdamW's pull of the 2-D weights towards 0 (model.adamw)
     beta1: float = 0.9  # AdamW's momentum
     beta2: float = 0.99  # a bit under the usual 0.999: small batches give noisy squared gradients
@@ -85,8 +87,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay", "grad_clip",
-                     "sample_tokens"):
+        for name in ("max_iters", "max_seconds", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay",
+                     "grad_clip", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be zero or more, got {getattr(self, name)}")
         if self.min_lr > self.learning_rate:
@@ -188,6 +190,27 @@ def get_lr(it, learning_rate, warmup_iters, decay_iters, min_lr, decay="cosine")
     return min_lr + coeff * (learning_rate - min_lr)
 
 
+def schedule_position(iter_num, seconds, cfg):
+    """How far the learning-rate schedule has got, in iterations. With a time budget (max_seconds) it is
+    the further of iter_num and the budget's used fraction of lr_decay_iters: the cosine then reaches
+    min_lr when the time runs out, on a machine too slow for max_iters as on a fast one. The warmup
+    is always counted in iterations: the seconds spent compiling must not skip it, since Adam's first
+    steps at the full learning rate set this model back for thousands of iterations."""
+    if not cfg.max_seconds or iter_num < cfg.warmup_iters:
+        return iter_num
+    return max(iter_num, seconds / cfg.max_seconds * cfg.lr_decay_iters)
+
+
+def shared_seconds(seconds, ddp, device):
+    """Rank 0's clock on every rank: ranks that disagreed on when the time is up would each wait for
+    the others' gradients forever."""
+    if not ddp.enabled:
+        return seconds
+    t = torch.tensor(seconds, dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.item()
+
+
 # ----------------------------------------------------------------------------- one step, one evaluation
 
 def train_step(model, optimizer, scaler, micro_batches, grad_clip, ctx, device):
@@ -229,7 +252,7 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
     for split in ("train", "val"):
         generator = torch.Generator().manual_seed(seed)  # its own generator: training's batches stay as they were
         losses = torch.zeros(eval_iters)
-        for k in range(eval_iters):
+        for k in track(range(eval_iters), f"evaluating {split}", "batches"):
             x, y = batches.get(split, generator)
             with ctx:
                 _, loss = model(x.to(device), y.to(device))
@@ -241,7 +264,7 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
 
 # ----------------------------------------------------------------------------- checkpoints and logs
 
-def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss):
+def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss, seconds=0.0):
     """Everything a run needs to go on exactly as if it had never stopped, in plain tensors and
     dicts (weights_only loading can read them, and no pickled code rides along)."""
     rng = {**runtime.rng_state(), "batches": batches.generator.get_state()}
@@ -253,6 +276,7 @@ def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_los
         "tokenizer": meta,  # how text becomes this model's tokens (common/tokenizer.py)
         "iter_num": iter_num,
         "best_val_loss": best_val_loss,
+        "seconds": seconds,  # of training so far, for the time budget of a resumed run
         "rng": rng,  # dropout's and the batches' random state: the same masks and batches after a resume
     }
 
@@ -277,28 +301,6 @@ class Logger:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
             self.wandb.log(record, step=record["iter"])
-
-
-def plot_losses(out_dir):
-    """out_dir/loss.png from log.jsonl, when matplotlib is installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    records = [json.loads(line) for line in open(Path(out_dir) / "log.jsonl")]
-    steps = [r for r in records if "loss" in r]
-    evals = [r for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["iter"] for r in steps], [r["loss"] for r in steps], alpha=0.4, label="train (batch)")
-    ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train")
-    ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.savefig(Path(out_dir) / "loss.png", dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -335,10 +337,11 @@ def train(cfg):
 
     # the optimizer, and where a resumed run left off
     optimizer = adamw(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.split(":")[0])
-    iter_num, best_val_loss = 0, float("inf")
+    iter_num, best_val_loss, seconds_before = 0, float("inf"), 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+        seconds_before = ckpt.get("seconds", 0.0)
         restore_rng(ckpt["rng"], batches)
         ckpt = None  # free the CPU copy
     # float16 gradients underflow to 0 without scaling the loss up first; bfloat16 and float32 need none
@@ -360,38 +363,47 @@ def train(cfg):
     peak = runtime.peak_flops(device, dtype) if ddp.is_master else None
     if ddp.is_master:
         out_dir.mkdir(parents=True, exist_ok=True)
+        budget = f" or {format_duration(cfg.max_seconds)} of training, whichever ends first" if cfg.max_seconds else ""
         print(f"{model.get_num_params() / 1e6:.2f}M parameters on {device} in {dtype}; "
-              f"{tokens_per_iter:,} tokens per iteration")
+              f"{tokens_per_iter:,} tokens per iteration; {cfg.max_iters:,} iterations{budget}")
+        if not plots.have_matplotlib():
+            print("no loss.png: drawing it needs matplotlib: pip install matplotlib")
     logger = Logger(cfg) if ddp.is_master else None
 
     # a resumed run evaluated and saved at the iteration it resumes from: don't do it twice
     skip_eval_at = iter_num if cfg.init_from == "resume" and not cfg.eval_only else None
     last_eval = None
-    t0 = time.perf_counter()
+    t0 = started = time.perf_counter()
     while True:
+        # how far the run has got: max_iters, or the time budget if that runs out first, ends it
+        seconds = shared_seconds(seconds_before + time.perf_counter() - started, ddp, device)
+        finished = iter_num >= cfg.max_iters or 0 < cfg.max_seconds <= seconds
+
         # set this iteration's learning rate
         lr = cfg.learning_rate
         if cfg.decay_lr:
-            lr = get_lr(iter_num, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr)
+            position = schedule_position(iter_num, seconds, cfg)
+            lr = get_lr(position, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         # every eval_interval iterations and at the end: evaluate, write checkpoints, plot
-        if (iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters) and iter_num != skip_eval_at:
+        if (iter_num % cfg.eval_interval == 0 or finished) and iter_num != skip_eval_at:
             if ddp.is_master:
                 last_eval = estimate_loss(model, batches, cfg.eval_iters, ctx, device, cfg.seed)
                 print(f"step {iter_num}: train loss {last_eval['train']:.4f}, val loss {last_eval['val']:.4f}")
                 logger.log({"iter": iter_num, "train_loss": last_eval["train"], "val_loss": last_eval["val"]})
                 improved = last_eval["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, last_eval["val"])
-                state = make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss)
+                state = make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss, seconds)
                 if improved:
                     save_checkpoint(state, out_dir / "best.pt")  # what sample.py and finetune.py read
                 if cfg.always_save_checkpoint or improved:
                     save_checkpoint(state, out_dir / "last.pt")  # what --init_from=resume reads
-                plot_losses(out_dir)
+                if plots.have_matplotlib():
+                    plots.plot_losses(out_dir / "log.jsonl", out_dir / "loss.png")
             t0 = time.perf_counter()  # keep evaluation out of the timing
-        if iter_num >= cfg.max_iters or cfg.eval_only:
+        if finished or cfg.eval_only:
             break
 
         # one iteration: forward and backward over this rank's micro-batches, then one optimizer step
@@ -409,7 +421,12 @@ def train(cfg):
             # MFU: the share of the hardware's peak FLOP/s that the model's own math used
             mfu = model.estimate_mfu(micro_steps_per_rank * cfg.batch_size, dt, peak) if peak else None
             mfu_text = f", mfu {mfu * 100:.1f}%" if mfu is not None else ""
-            print(f"iter {iter_num}: loss {loss:.4f}, {dt * 1000:.1f} ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
+            # time left: the iterations left at this speed, or what is left of the time budget
+            left = (cfg.max_iters - iter_num) * dt
+            if cfg.max_seconds:
+                left = min(left, cfg.max_seconds - seconds)
+            print(f"iter {iter_num}/{cfg.max_iters}: loss {loss:.4f}, {dt * 1000:.1f} ms, "
+                  f"{tokens_per_iter / dt:,.0f} tok/s{mfu_text}, eta {format_duration(max(0.0, left))}")
             logger.log({"iter": iter_num, "loss": loss, "lr": lr, "ms": dt * 1000,
                         "tokens_per_s": tokens_per_iter / dt, "mfu": mfu})
             t0 = time.perf_counter()

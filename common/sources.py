@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError
+from common.progress import Progress
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -78,12 +79,26 @@ def download(url, cache):
     partial = path.with_name(path.name + ".part")  # renamed only when complete
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as f:
-            shutil.copyfileobj(response, f)
+            copy_with_progress(response, f, path.name)
     except OSError:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(path)
     return path
+
+
+def copy_with_progress(response, f, name):
+    """Copy a download into the file f, showing how much has come when the server says how much will."""
+    total_kib = int(response.headers.get("Content-Length") or 0) // 1024
+    if not total_kib:
+        shutil.copyfileobj(response, f)
+        return
+    progress, done = Progress(total_kib, f"downloading {name}", "KiB"), 0
+    while chunk := response.read(1 << 16):
+        f.write(chunk)
+        done += len(chunk)
+        progress.update(min(done // 1024, total_kib))
+    progress.close()
 
 
 def extract(archive, member, cache):

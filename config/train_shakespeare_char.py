@@ -21,6 +21,7 @@ bias = False
 
 learning_rate = 1e-3  # a small model can take a large step
 max_iters = 5000
+max_seconds = 0  # all max_iters iterations, however long they take (no time budget, unlike the default run)
 lr_decay_iters = 5000
 min_lr = 1e-4
 beta2 = 0.99  # few tokens per iteration: a shorter memory for the second moment

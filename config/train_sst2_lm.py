@@ -21,6 +21,7 @@ dropout = 0.0
 
 learning_rate = 2e-3
 max_iters = 400
+max_seconds = 0  # all max_iters iterations, however long they take (no time budget, unlike the default run)
 lr_decay_iters = 400
 min_lr = 2e-4
 warmup_iters = 40

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import UserError
+from common.progress import track
 from common.sources import numbered_lines
 from finetuning.metrics import format_report, headline, score
 from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
@@ -21,7 +22,7 @@ def predict_probs(classifier, examples, batch_size, device, ctx):
     # batches of similar lengths pad less; padding never changes a result, so the order is free
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
     probs = [None] * len(examples)
-    for start in range(0, len(order), batch_size):
+    for start in track(range(0, len(order), batch_size), "scoring", "batches"):
         chunk = order[start : start + batch_size]
         idx, mask, _ = collate([examples[i] for i in chunk], device)
         with ctx:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cli import UserError
+from common.progress import track
 from common.sources import write_json
 from finetuning.evaluate import gold_labels
 from finetuning.metrics import classification_report, format_report
@@ -26,7 +27,7 @@ def continuation_logprobs(gpt, contexts, continuations, batch_size, device):
     pair of token-id lists. A context too long for the block loses its oldest tokens."""
     block = gpt.config.block_size
     scores = []
-    for start in range(0, len(contexts), batch_size):
+    for start in track(range(0, len(contexts), batch_size), "scoring prompts", "batches"):
         rows = []
         pairs = zip(contexts[start : start + batch_size], continuations[start : start + batch_size])
         for context, continuation in pairs:

@@ -21,14 +21,14 @@ from common.cli import UserError
 from common.sources import read_json
 from conftest import FIXTURE_DATA
 from model import GPT, GPTConfig, adamw
-from train import Batches, TrainConfig, get_lr, make_checkpoint, train, train_step
+from train import Batches, TrainConfig, get_lr, make_checkpoint, schedule_position, train, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # a model small enough that a few hundred iterations take seconds
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
         "--dtype=float32", "--compile=False", "--sample_tokens=0", "--eval_iters=2", "--log_interval=1",
-        "--dropout=0.0", "--warmup_iters=5"]
+        "--dropout=0.0", "--warmup_iters=5", "--max_seconds=0"]  # no time budget: runs that can be compared bit for bit
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def char_data(tmp_path_factory):
 def tiny_config(char_data, out_dir, **overrides):
     args = dict(out_dir=str(out_dir), data_dir=str(char_data), n_layer=2, n_head=2, n_embd=32, block_size=32,
                 batch_size=4, device="cpu", dtype="float32", compile=False, sample_tokens=0, eval_iters=2,
-                log_interval=1, eval_interval=10, max_iters=20, lr_decay_iters=20, warmup_iters=5)
+                log_interval=1, eval_interval=10, max_iters=20, lr_decay_iters=20, warmup_iters=5, max_seconds=0)
     args.update(overrides)
     return TrainConfig(**args)
 
@@ -80,6 +80,16 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert lr(35) > lr(35, "linear")  # a cosine stays high longer than a straight line
     assert lr(85, "linear") == pytest.approx(1e-4 + 0.25 * (1e-3 - 1e-4))  # three quarters down the line
     assert lr(110) == pytest.approx(1e-4) and lr(500) == 1e-4
+
+
+def test_a_time_budget_moves_the_schedule_when_it_runs_out_first():
+    """The schedule's position is the further of the iterations done and the budget's used fraction of
+    lr_decay_iters: a slow machine still ends its cosine at min_lr, a fast one follows its iterations."""
+    cfg = TrainConfig(max_iters=1000, lr_decay_iters=1000, max_seconds=100.0)
+    assert schedule_position(100, 50.0, cfg) == 500  # slow: half the time gone, a tenth of the iterations
+    assert schedule_position(700, 50.0, cfg) == 700  # fast: the iterations are further along
+    assert schedule_position(100, 50.0, TrainConfig(max_seconds=0)) == 100  # no budget: iterations alone
+    assert schedule_position(5, 50.0, cfg) == 5  # the warmup counts iterations, however long compiling took
 
 
 # ----------------------------------------------------------------------------- the traps
@@ -222,9 +232,10 @@ def test_ddp_ranks_split_one_iteration_between_them(char_data):
 
 # ----------------------------------------------------------------------------- whole runs
 
-def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(char_data, tmp_path):
+def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(char_data, tmp_path, capsys):
     result = train(tiny_config(char_data, tmp_path, max_iters=60, eval_interval=30, lr_decay_iters=60,
                                learning_rate=3e-3))
+    assert "iter 30/60: loss" in capsys.readouterr().out  # step i of n, then the time left
     steps, evals = read_log(tmp_path)
     assert sorted(evals) == [0, 30, 60] and sorted(steps) == list(range(1, 61))
     assert evals[60][1] < evals[0][1] - 0.5  # val loss falls from ~ln(56 characters) = 4.0
@@ -233,6 +244,36 @@ def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(char_data, tmp
     assert last["iter_num"] == 60 and best["best_val_loss"] == result["best_val_loss"]
     record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[1])
     assert set(record) >= {"iter", "loss", "lr", "ms", "tokens_per_s"}
+
+
+def read_lrs(out_dir):
+    return [json.loads(line)["lr"] for line in (Path(out_dir) / "log.jsonl").read_text().splitlines() if '"lr"' in line]
+
+
+def test_a_time_budget_ends_the_run_with_the_cosine_done_and_a_checkpoint(char_data, tmp_path):
+    cfg = tiny_config(char_data, tmp_path, max_iters=10**6, lr_decay_iters=10**6, eval_interval=10**6,
+                      max_seconds=3.0, learning_rate=1e-3, min_lr=1e-4)
+    result = train(cfg)
+    steps, evals = read_log(tmp_path)
+    assert 0 < result["iter_num"] < 10**6  # the time ran out long before the iterations
+    assert sorted(evals) == [0, result["iter_num"]]  # evaluated at the end, too
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["iter_num"] == result["iter_num"] and last["seconds"] >= 3.0
+    assert read_lrs(tmp_path)[-1] < 1e-4 + 0.02 * (1e-3 - 1e-4)  # the cosine ran its course
+
+
+def test_a_resumed_run_spends_what_is_left_of_its_time_budget(char_data, tmp_path):
+    budget = dict(max_seconds=8.0, lr_decay_iters=10**6, eval_interval=10**6, learning_rate=1e-3, min_lr=1e-4)
+    train(tiny_config(char_data, tmp_path, max_iters=30, **budget))  # stopped early, as if interrupted
+    spent = load_checkpoint(tmp_path / "last.pt")["seconds"]
+    assert 0 < spent < 8.0
+    result = train(tiny_config(char_data, tmp_path, max_iters=10**6, init_from="resume", **budget))
+    lrs = read_lrs(tmp_path)
+    # the first resumed step is at least as far down the cosine as the time already spent puts it
+    # (a resumed run that started its clock at 0 would be back near the top)
+    assert lrs[30] <= get_lr(spent / 8.0 * 10**6, 1e-3, 5, 10**6, 1e-4)
+    assert load_checkpoint(tmp_path / "last.pt")["seconds"] >= 8.0 and result["iter_num"] > 30
+    assert lrs[-1] < 1e-4 + 0.02 * (1e-3 - 1e-4)
 
 
 def test_sigkill_then_resume_gives_bit_identical_losses(char_data, tmp_path):
@@ -279,3 +320,18 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(char_data,
     print(f"[max error] DDP vs single-process loss: {worst:.2e}")
     assert worst < 1e-5
     assert max(abs(a - b) for i in single_evals for a, b in zip(single_evals[i], ddp_evals[i])) < 1e-5
+
+
+def test_gloo_ranks_stop_together_when_the_time_budget_runs_out(char_data, tmp_path):
+    """Every rank follows rank 0's clock: a rank that stopped one iteration early would leave the
+    others waiting for its gradients forever (the timeout would fail this test)."""
+    args = [a for a in TINY if not a.startswith("--max_seconds")]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train.py", *args, f"--data_dir={char_data}", "--max_iters=1000000",
+                          "--lr_decay_iters=1000000", "--eval_interval=1000000", "--max_seconds=3",
+                          "--gradient_accumulation_steps=2", "--backend=gloo", f"--out_dir={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    steps, evals = read_log(tmp_path)
+    assert 0 < max(steps) < 1000000 and sorted(evals) == [0, max(steps)]  # stopped by the clock, then evaluated
+

@@ -20,6 +20,7 @@ import torch
 
 from common import runtime
 from common.cli import parse_config, run_main
+from common.progress import track
 from model import GPT, GPTConfig, adamw
 
 
@@ -144,19 +145,20 @@ def main(argv):
           f"batch {cfg.batch_size}x{cfg.gradient_accumulation_steps}, on {device} in {dtype}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     rows = []
+    attentions = cfg.attentions.split(",")
     if cfg.what == "train":
         peak = runtime.peak_flops(device, dtype)
-        for compile_mode in cfg.compile_modes.split(","):
-            for attention in cfg.attentions.split(","):
-                result = bench_train(cfg, device, dtype, attention, compile_mode, peak)
-                rows.append({"mode": compile_mode, "attention": attention, **result})
+        runs = [(mode, attention) for mode in cfg.compile_modes.split(",") for attention in attentions]
+        for compile_mode, attention in track(runs, "benchmark", "runs"):
+            result = bench_train(cfg, device, dtype, attention, compile_mode, peak)
+            rows.append({"mode": compile_mode, "attention": attention, **result})
     else:
-        for attention in cfg.attentions.split(","):
-            runs = [(False, 1), (True, 1)] + ([(True, cfg.window_step)] if cfg.window_step > 1 else [])
-            for use_cache, window_step in runs:
-                result = bench_sample(cfg, device, dtype, attention, use_cache, window_step)
-                rows.append({"attention": attention, "kv cache": "yes" if use_cache else "no",
-                             "window_step": window_step, **result})
+        caches = [(False, 1), (True, 1)] + ([(True, cfg.window_step)] if cfg.window_step > 1 else [])
+        runs = [(attention, use_cache, window_step) for attention in attentions for use_cache, window_step in caches]
+        for attention, use_cache, window_step in track(runs, "benchmark", "runs"):
+            result = bench_sample(cfg, device, dtype, attention, use_cache, window_step)
+            rows.append({"attention": attention, "kv cache": "yes" if use_cache else "no",
+                         "window_step": window_step, **result})
     print_table(rows)
 
 

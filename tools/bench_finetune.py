@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import finetune
 from common.cli import parse_config, run_main
+from common.progress import Progress
 from finetuning.heads import HEADS
 from finetuning.metrics import headline
 
@@ -74,8 +75,12 @@ def main(argv):
     per_token = finetune.TASKS[task_name].per_token
     heads = cfg.heads.split(",") if cfg.heads else [n for n, h in HEADS.items() if h.per_token == per_token]
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    rows = [table_row(one_run(cfg, init, mode, head))
-            for init in cfg.inits.split(",") for mode in cfg.modes.split(",") for head in heads]
+    cells = [(init, mode, head) for init in cfg.inits.split(",") for mode in cfg.modes.split(",") for head in heads]
+    progress = Progress(len(cells), "table", "cells")
+    rows = []
+    for done, (init, mode, head) in enumerate(cells, start=1):
+        rows.append(table_row(one_run(cfg, init, mode, head)))
+        print(progress.describe(done))  # a line of its own: finetune.py's output comes between
     score = "entity F1" if per_token else "macro-F1"
     table = "\n".join([
         f"{task_name}: {cfg.config}, max_iters={cfg.max_iters or 'epochs'}, max_train={cfg.max_train or 'all'}",

@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.cli import parse_config, run_main
+from common.progress import Progress
 from data.shakespeare_char.prepare import read_corpus, split_corpus, write_dataset
 from common.sources import PrepareArgs
 from common.tokenizer import gpt2_tokenizer
@@ -40,10 +41,13 @@ def chunks(text, chunk_chars):
 
 def encode_with_progress(tokenizer, text, name, chunk_chars=CHUNK_CHARS):
     ids, done = [], 0
+    progress = Progress(len(text), f"encoding {name}", "characters")
     for chunk in chunks(text, chunk_chars):
         ids.extend(tokenizer.encode(chunk))
         done += len(chunk)
-        print(f"{name}: {done / len(text):6.1%} of {len(text):,} characters -> {len(ids):,} tokens")
+        progress.update(done)
+    progress.close()
+    print(f"{name}: {len(text):,} characters -> {len(ids):,} tokens")
     return ids
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.cli import UserError, parse_config, run_main
+from common.progress import track
 from common.sources import (PrepareArgs, find_source, label_counts, numbered_lines, sha256, split_examples,
                      write_splits)
 
@@ -79,7 +80,7 @@ def split_by_sentence(examples, fractions, seed):
     """Hold out whole sentences as val: see the docstring at the top. -> ({"train", "val"}, n_sentences)"""
     phrases = {phrase(e["text"]) for e in examples}
     inside = set()  # phrases that are a span of a longer phrase
-    for text in phrases:
+    for text in track(phrases, "finding the sentences", "phrases"):
         inside |= (word_spans(text) & phrases) - {text}
     sentences = {}  # phrase -> its example, for the rows that are no span of another (a dict: GLUE repeats a few)
     for e in examples:
