@@ -162,6 +162,7 @@ class FinetuneConfig:
     seed: int = 1337
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto, float32, bfloat16, float16
+    compile: bool | None = None  # torch.compile the classifier; None: on a CUDA GPU only (on a CPU it was slower)
     out_dir: str = "out-finetune"  # where the finetuned run is written, or read by eval_file/predict
     resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with the same options
     # instead of training: use the finetuned run in out_dir
@@ -352,20 +353,22 @@ class Ensemble(nn.Module):
         return probs.mean(0).log()  # logits whose softmax is the mean probability
 
 
-def load_pretrained(cfg):
+def load_pretrained(cfg, device):
     """The GPT to start from and its tokenizer. The tokenizer must be the one the model was trained
-    with: a model's vocabulary and its tokenizer's disagreeing means the wrong one was found."""
+    with: a model's vocabulary and its tokenizer's disagreeing means the wrong one was found. The
+    attention kind is the one for device, whatever the pretrained run used (checkpoint.model_from_checkpoint)."""
+    attention = runtime.pick_attention("auto", device)
     if cfg.init_from == "scratch":
         tokenizer = gpt2_tokenizer()
         gpt = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size, n_layer=cfg.n_layer,
-                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout))
+                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, attention=attention))
         return gpt, tokenizer
     path = Path(cfg.init_from.removeprefix("gpt2:"))
     if (path / "config.json").is_file():
-        gpt, tokenizer = GPT.from_pretrained(path, dropout=cfg.dropout), gpt2_tokenizer()
+        gpt, tokenizer = GPT.from_pretrained(path, dropout=cfg.dropout, attention=attention), gpt2_tokenizer()
         source = f"{path} (GPT-2's BPE)"
     elif (path / "best.pt").is_file():
-        gpt, ckpt = load_model(path, dropout=cfg.dropout)
+        gpt, ckpt = load_model(path, dropout=cfg.dropout, attention=attention)
         tokenizer = load_tokenizer(ckpt["tokenizer"])
         source = f"{path}/best.pt (tokenizer {ckpt['tokenizer']['kind']})"
     else:
@@ -412,9 +415,9 @@ def save_finetuned(members, out_dir):
     save_checkpoint(members[0] if len(members) == 1 else {"members": members}, Path(out_dir) / "best.pt")
 
 
-def load_finetuned(out_dir):
+def load_finetuned(out_dir, device="cpu"):
     """The Classifier (an Ensemble for a --members run), its tokenizer and the list of checkpoint dicts,
-    one per member, saved by a finetune.py run in out_dir."""
+    one per member, saved by a finetune.py run in out_dir, with the attention kind for device."""
     path = Path(out_dir) / "best.pt"
     ckpt = load_checkpoint(path)
     members = ckpt.get("members", [ckpt])
@@ -423,7 +426,7 @@ def load_finetuned(out_dir):
                         f"(python finetune.py --init_from={out_dir} ...)")
     classifiers = []
     for member in members:
-        gpt = model_from_checkpoint(member)
+        gpt = model_from_checkpoint(member, attention=runtime.pick_attention("auto", device))
         head = build_head(member["head_name"], gpt.config.n_embd, len(member["labels"]))
         head.load_state_dict(member["head"])
         classifiers.append(Classifier(gpt, head))
@@ -522,6 +525,8 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
     print(f"--train={cfg.train} --head={cfg.head}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / total:.2f}%)")
     classifier.to(device)
+    if cfg.compile or (cfg.compile is None and device.startswith("cuda")):
+        runtime.compile_in_place(classifier, device)  # batches vary in length: it compiles for dynamic shapes
 
     params = [p for p in classifier.parameters() if p.requires_grad]  # AdamW skips frozen ones
     # the fused kernel updates all parameters in a few passes: ~10x faster on a CPU than the default
@@ -541,7 +546,7 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
         best_ckpt, start = resume["best"], resume["iter_num"]
         for _ in range(start):  # the batches already trained on
             next(batches)
-        runtime.set_rng_state(resume["rng"])
+        runtime.set_rng_state(resume["rng"], device)
         print(f"resuming at iteration {start} of {max_iters}")
     for it in range(start, max_iters):
         classifier.train()
@@ -560,7 +565,7 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
                 save_finetuned(done + [best_ckpt], cfg.out_dir)
             save_checkpoint({"member": len(done), "iter_num": it + 1, "best": best_ckpt,
                              "classifier": classifier.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scaler": scaler.state_dict(), "rng": runtime.rng_state(),
+                             "scaler": scaler.state_dict(), "rng": runtime.rng_state(device),
                              "config": asdict(cfg), "train_seconds": time.time() - started},
                             Path(cfg.out_dir) / "last.pt")
     return best_ckpt
@@ -593,6 +598,8 @@ def finetune(cfg):
     device = runtime.pick_device(cfg.device)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)
+    if device.startswith("cuda"):
+        runtime.enable_tf32()
 
     last, members = None, []
     if cfg.resume:
@@ -601,7 +608,7 @@ def finetune(cfg):
         raise UserError(f"{cfg.out_dir} holds an interrupted run (last.pt); continue it with --resume=True, "
                         f"or choose another --out_dir")
 
-    gpt, tokenizer = load_pretrained(cfg)
+    gpt, tokenizer = load_pretrained(cfg, device)
     max_len = min(cfg.max_len, gpt.config.block_size)
     train_path = split_path(cfg.data_dir, cfg.task, "train")
     train_set = load_examples(train_path, cfg.task, tokenizer, max_len, cfg.max_train)
@@ -620,7 +627,7 @@ def finetune(cfg):
     train_seconds = time.time() - started
 
     # score the saved checkpoint, just as --eval_file will: the best on val, LoRA merged
-    classifier, _, members = load_finetuned(cfg.out_dir)
+    classifier, _, members = load_finetuned(cfg.out_dir, device)
     classifier.to(device)
     best_iters = [m["iter_num"] for m in members]
     metrics = {"task": cfg.task, "init_from": cfg.init_from, "head": cfg.head, "train": cfg.train,
@@ -662,7 +669,7 @@ def use_finetuned(cfg):
     """--eval_file and --predict with the finetuned run in out_dir."""
     device = runtime.pick_device(cfg.device)
     ctx = runtime.autocast(device, runtime.pick_dtype(cfg.dtype, device))
-    classifier, tokenizer, members = load_finetuned(cfg.out_dir)
+    classifier, tokenizer, members = load_finetuned(cfg.out_dir, device)
     classifier.to(device)
     run = members[0]["config"]  # the finetuning run's settings
     task, labels = TASKS[run["task"]], members[0]["labels"]
@@ -740,7 +747,7 @@ def zero_shot(cfg):
     if not task.verbalizers:
         raise UserError(f"--zero_shot works for text classification; {cfg.task} has no verbalizers")
     device = runtime.pick_device(cfg.device)
-    gpt, tokenizer = load_pretrained(cfg)
+    gpt, tokenizer = load_pretrained(cfg, device)
     gpt.to(device).eval()
     prefix = ""
     if cfg.shots:

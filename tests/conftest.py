@@ -15,6 +15,10 @@ from model import GPT, GPTConfig  # noqa: E402
 # the tests' models are tiny: one thread runs them faster, and a busy second core can't stall them
 torch.set_num_threads(1)
 
+# torch.compile reads $CXX once, when its inductor config is first imported. Import it now, or a test
+# that hides the C++ compiler (monkeypatch.setenv("CXX", ...)) would leave every later compile without one.
+import torch._inductor.config  # noqa: E402,F401
+
 
 def max_error(actual, expected, relative=False):
     """max |actual - expected|, divided by max |expected| when relative, compared in float64."""
