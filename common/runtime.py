@@ -89,8 +89,8 @@ def pick_attention(name, device):
 
 def gpu_has_bf16():
     """A V100 or T4 answers torch.cuda.is_bf16_supported() with True, since torch can emulate bfloat16
-    there, slowly: ask for native support only. (torch before 2.3 lacks the argument, and then
-    answers for native support anyway.)"""
+    there, slowly: ask for native support only. (A torch old enough to lack the argument is asked
+    without it.)"""
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:

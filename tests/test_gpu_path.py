@@ -40,7 +40,7 @@ def test_auto_dtype_is_float16_on_a_gpu_that_only_emulates_bfloat16(monkeypatch)
 
 
 def test_auto_dtype_with_a_torch_whose_check_takes_no_argument(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # torch before 2.3: native only
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # a torch without the argument
     assert runtime.pick_dtype("auto", "cuda") == "bfloat16"
 
 
