@@ -176,6 +176,7 @@ class FinetuneConfig:
     seed: int = 1337
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto, float32, bfloat16, float16
+    compile: bool | None = None  # torch.compile the classifier; None: on a CUDA GPU only (True on a CPU: README)
     out_dir: str = "out-finetune"  # where the finetuned run is written, or read by eval_file/predict
     resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with the same options
     # instead of training: use the finetuned run in out_dir
@@ -210,21 +211,23 @@ class FinetuneConfig:
 
 # ----------------------------------------------------------------------------- the starting point, and a finetuned run
 
-def load_pretrained(cfg):
+def load_pretrained(cfg, device):
     """The GPT to start from and its tokenizer: a new GPT-2-sized-vocabulary model for "scratch",
-    else the pretrained one init_from names (checkpoint.load_gpt)."""
+    else the pretrained one init_from names (checkpoint.load_gpt), with the attention kind for device
+    whatever the pretrained run used."""
+    attention = runtime.pick_attention("auto", device)
     if cfg.init_from == "scratch":
         tokenizer = gpt2_tokenizer()
         gpt = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size, n_layer=cfg.n_layer,
-                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout))
+                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, attention=attention))
         return gpt, tokenizer
-    return load_gpt(cfg.init_from, dropout=cfg.dropout)
+    return load_gpt(cfg.init_from, dropout=cfg.dropout, attention=attention)
 
 
-def load_finetuned(out_dir):
+def load_finetuned(out_dir, device="cpu"):
     """The Classifier saved by a finetune.py run in out_dir (an Ensemble for a --members run), its
-    tokenizer, and the checkpoint dicts, one per member."""
-    parts, tokenizer, members = load_members(out_dir)
+    tokenizer, and the checkpoint dicts, one per member; with the attention kind for device."""
+    parts, tokenizer, members = load_members(out_dir, runtime.pick_attention("auto", device))
     classifiers = [Classifier(gpt, head, prefix) for gpt, head, prefix in parts]
     return classifiers[0] if len(classifiers) == 1 else Ensemble(classifiers), tokenizer, members
 
@@ -270,6 +273,8 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
     labels = TASKS[cfg.task].labels
     ctx = runtime.autocast(device, dtype)
     classifier.to(device)
+    if cfg.compile or (cfg.compile is None and device.startswith("cuda")):
+        runtime.compile_in_place(classifier, device)  # batches vary in length: it compiles for dynamic shapes
     # finetuning uses pretraining's optimizer (AdamW, no decay of biases and gains) and its warmup,
     # then decays linearly to 0 (as BERT's finetuning) over a run of whole epochs
     optimizer = adamw(classifier, cfg.weight_decay, cfg.lr, (0.9, 0.999), device.split(":")[0])
@@ -287,7 +292,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
         best, start = run.resume["best"], run.resume["iter_num"]
         for _ in range(start):  # the batches already trained on
             next(batches)
-        runtime.set_rng_state(run.resume["rng"])
+        runtime.set_rng_state(run.resume["rng"], device)
         print(f"resuming at iteration {start} of {max_iters}")
     progress = Progress(max_iters, "finetuning", "iterations", start=start)  # for the time left
     for it in range(start, max_iters):
@@ -311,7 +316,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
                 save_finetuned(run.done + [best], cfg.out_dir)
             save_checkpoint({"member": len(run.done), "iter_num": it + 1, "best": best,
                              "classifier": classifier.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scaler": scaler.state_dict(), "rng": runtime.rng_state(),
+                             "scaler": scaler.state_dict(), "rng": runtime.rng_state(device),
                              "config": asdict(cfg), "train_seconds": time.time() - run.started},
                             Path(cfg.out_dir) / "last.pt")
     return best
@@ -324,6 +329,8 @@ def finetune(cfg):
     torch.manual_seed(cfg.seed)  # the weights of a scratch model; each member then seeds its own head and batches
     device = runtime.pick_device(cfg.device)
     dtype = runtime.pick_dtype(cfg.dtype, device)
+    if device.startswith("cuda"):
+        runtime.enable_tf32()  # float32 matmuls on tensor cores
 
     # an interrupted run continues only when asked to, and with its own options
     run_files, done = None, []
@@ -334,7 +341,7 @@ def finetune(cfg):
                         f"or choose another --out_dir")
 
     # the pretrained model, and the task's examples in its tokens
-    gpt, tokenizer = load_pretrained(cfg)
+    gpt, tokenizer = load_pretrained(cfg, device)
     max_len = max_tokens(asdict(cfg), gpt.config.block_size)
     def examples(split, limit=0):
         return load_examples(split_path(cfg.data_dir, cfg.task, split), cfg.task, tokenizer, max_len, limit, cfg.truncate)
@@ -355,7 +362,7 @@ def finetune(cfg):
     train_seconds = time.time() - run.started
 
     # score the saved checkpoint, just as --eval_file will: the best on val, LoRA merged
-    classifier, _, members = load_finetuned(cfg.out_dir)
+    classifier, _, members = load_finetuned(cfg.out_dir, device)
     splits = {"val": val_set}
     if task.test_split:
         splits["test"] = examples(task.test_split)
@@ -382,9 +389,9 @@ def main(argv):
     cfg = parse_config(FinetuneConfig, argv)
     device = runtime.pick_device(cfg.device)
     if cfg.zero_shot:  # no training: the pretrained LM itself, prompted
-        zero_shot(*load_pretrained(cfg), cfg, device)
+        zero_shot(*load_pretrained(cfg, device), cfg, device)
     elif cfg.eval_file or cfg.predict:  # no training: the finetuned run in out_dir
-        classifier, tokenizer, members = load_finetuned(cfg.out_dir)
+        classifier, tokenizer, members = load_finetuned(cfg.out_dir, device)
         classifier.to(device)
         ctx = runtime.autocast(device, runtime.pick_dtype(cfg.dtype, device))
         if cfg.eval_file:

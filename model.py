@@ -167,11 +167,13 @@ class CausalSelfAttention(nn.Module):
             att = self.attn_dropout(att)
             y = att @ v  # (B, nh, T, past + T) x (B, nh, past + T, hs) -> (B, nh, T, hs)
         else:
-            # the same function in one fused kernel (flash attention on GPU);
-            # is_causal is the fast path, an explicit mask is needed once a cache offsets the queries
+            # the same function in one fused kernel (flash attention on GPU), told the mask in the
+            # cheapest way that says it: without a cache, is_causal (the kernel builds the mask itself);
+            # one new token after a cache may see every key, so no mask at all; only several new tokens
+            # after a cache need the explicit mask, which rules the flash kernel out
             y = F.scaled_dot_product_attention(
                 q, k, v,
-                attn_mask=None if past == 0 else mask,
+                attn_mask=mask if past > 0 and T > 1 else None,
                 is_causal=past == 0,
                 dropout_p=self.dropout if self.training else 0.0,
             )  # (B, nh, T, hs)
@@ -304,10 +306,10 @@ class GPT(nn.Module):
         return flops_per_iter / dt / peak_flops
 
     @classmethod
-    def from_pretrained(cls, path, dropout=0.0):
+    def from_pretrained(cls, path, dropout=0.0, attention="sdpa"):
         """Load OpenAI GPT-2 weights (any size) from a local Hugging Face-format directory holding
         config.json and model.safetensors or pytorch_model.bin. Needs no network. Dropout may be set
-        for finetuning; it has no weights."""
+        for finetuning, and the attention kind chosen; neither has weights."""
         from common.checkpoint import load_hf_state_dict  # imported here: checkpoint.py imports this file
 
         path = Path(path)
@@ -318,7 +320,7 @@ class GPT(nn.Module):
             raise ValueError(f"{path}/config.json: only GPT-2's tanh GELU and LayerNorm eps 1e-5 are supported")
         config = GPTConfig(
             block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
-            n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=dropout, bias=True,
+            n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=dropout, bias=True, attention=attention,
         )
         model = cls(config)
         ours = model.state_dict()

@@ -16,6 +16,7 @@ import torch
 from common import runtime
 from common.checkpoint import load_gpt
 from common.cli import UserError, parse_config, run_main
+from model import ATTENTION_KINDS
 
 
 @dataclass
@@ -34,6 +35,7 @@ class SampleConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
+    attention: str = "auto"  # "manual", "sdpa", or auto: sdpa on a GPU, manual elsewhere, whatever the run trained with
 
     def __post_init__(self):
         if self.num_samples <= 0 or self.max_new_tokens < 0:
@@ -46,6 +48,8 @@ class SampleConfig:
             raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
         if self.window_step < 1:
             raise ValueError(f"window_step must be 1 or more, got {self.window_step}")
+        if self.attention not in ("auto", *ATTENTION_KINDS):
+            raise ValueError(f"attention must be auto, {' or '.join(ATTENTION_KINDS)}, got {self.attention!r}")
         if self.checkpoint not in ("best", "last"):
             raise ValueError(f"checkpoint must be best or last, got {self.checkpoint!r}")
 
@@ -84,7 +88,8 @@ def main(argv):
     dtype = runtime.pick_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
     # a train.py run (--init_from=resume: the one in out_dir) or a GPT-2 Hugging Face directory
-    model, tokenizer = load_gpt(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from, cfg.checkpoint)
+    model, tokenizer = load_gpt(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from, cfg.checkpoint,
+                                attention=runtime.pick_attention(cfg.attention, device))
     model.eval().to(device)
     prompt = read_prompt(cfg.start)
     with runtime.autocast(device, dtype):

@@ -106,34 +106,53 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- data
 
 class Batches:
-    """Random windows of a token stream held in memory-mapped .bin files (opened once).
+    """Random windows of a token stream held in memory-mapped .bin files (opened once), delivered on
+    the training device.
 
-    All DDP ranks draw the same random offsets for a whole iteration and each takes its own
-    micro-steps, so N ranks see exactly the batches that one process with N times the
+    All DDP ranks draw the same random offsets for a whole iteration and each reads only the rows of
+    its own micro-steps, so N ranks see exactly the batches that one process with N times the
     accumulation would. The generator's state goes into checkpoints, so a resumed run continues
     with the very batches it would have seen."""
 
-    def __init__(self, data_dir, block_size, batch_size, seed):
+    def __init__(self, data_dir, block_size, batch_size, seed, device="cpu"):
         # memory-mapped: the files stay on disk and each batch reads only its rows, so any corpus fits
         self.splits = {split: open_tokens(data_dir / f"{split}.bin", block_size) for split in ("train", "val")}
         self.block_size = block_size
         self.batch_size = batch_size
+        self.device = device
         self.generator = torch.Generator().manual_seed(seed)
+        self.resume_state = self.generator.get_state()  # what a checkpoint keeps: see iteration()
 
     def iteration(self, micro_steps, ddp):
         """The (x, y) micro-batches of one training iteration for this rank."""
-        # every rank draws all micro-steps, so the generators of all ranks stay in step
-        all_steps = [self.get("train", self.generator) for _ in range(micro_steps)]
+        # every rank draws all micro-steps' offsets, so the generators of all ranks stay in step
+        # the loop asks for an iteration's batches one iteration ahead; a checkpoint written before they
+        # are trained on keeps the state before they were drawn, so a resumed run draws them again
+        self.resume_state = self.generator.get_state()
+        offsets = [self.offsets("train", self.generator) for _ in range(micro_steps)]
         per_rank = micro_steps // ddp.world_size
-        return all_steps[ddp.rank * per_rank : (ddp.rank + 1) * per_rank]
+        return [self.read("train", ix) for ix in offsets[ddp.rank * per_rank : (ddp.rank + 1) * per_rank]]
 
     def get(self, split, generator):
-        data = self.splits[split]
+        """One random batch of split, drawn with generator."""
+        return self.read(split, self.offsets(split, generator))
+
+    def offsets(self, split, generator):
+        """Where each of a batch's windows starts: (B,) random positions."""
         # batch_size windows of block_size + 1 tokens, each starting anywhere in the split
-        ix = torch.randint(len(data) - self.block_size, (self.batch_size,), generator=generator)  # (B,)
-        rows = data[ix.numpy()[:, None] + np.arange(self.block_size + 1)]  # (B, T+1) numpy, one read
+        return torch.randint(len(self.splits[split]) - self.block_size, (self.batch_size,), generator=generator)
+
+    def read(self, split, ix):
+        """The windows starting at ix, as inputs and targets, each (B, T): targets are inputs shifted by one."""
+        rows = self.splits[split][ix.numpy()[:, None] + np.arange(self.block_size + 1)]  # (B, T+1) numpy, one read
         rows = torch.from_numpy(rows.astype(np.int64))  # embeddings index with int64; uint16 only saves disk
-        return rows[:, :-1], rows[:, 1:]  # inputs and targets, each (B, T): targets are inputs shifted by one
+        if self.device.startswith("cuda"):
+            # copied from pinned (page-locked) memory, the transfer runs while the GPU computes; from
+            # ordinary memory non_blocking would quietly wait for it
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        else:
+            rows = rows.to(self.device)
+        return rows[:, :-1], rows[:, 1:]
 
 
 def open_tokens(path, block_size):
@@ -170,9 +189,11 @@ def init_model(cfg, vocab_size, device):
     optimizer and random state resume too), or a pretrained one (checkpoint.load_gpt)."""
     if cfg.init_from == "scratch":
         return GPT(cfg.model_config(vocab_size, device)), None
+    # a checkpoint's attention kind says how it was trained, not how it must run: choose for this device
+    attention = runtime.pick_attention(cfg.attention, device)
     if cfg.init_from == "resume":
-        return load_model(cfg.out_dir, "last")
-    model, _ = load_gpt(cfg.init_from, dropout=cfg.dropout)
+        return load_model(cfg.out_dir, "last", attention=attention)
+    model, _ = load_gpt(cfg.init_from, dropout=cfg.dropout, attention=attention)
     if cfg.block_size < model.config.block_size:
         model.crop_block_size(cfg.block_size)  # e.g. GPT-2's 1024 positions cut to a shorter block
     return model, None
@@ -201,10 +222,10 @@ def schedule_position(iter_num, seconds, cfg):
     return max(iter_num, seconds / cfg.max_seconds * cfg.lr_decay_iters)
 
 
-def shared_seconds(seconds, ddp, device):
+def shared_seconds(seconds, cfg, ddp, device):
     """Rank 0's clock on every rank: ranks that disagreed on when the time is up would each wait for
-    the others' gradients forever."""
-    if not ddp.enabled:
+    the others' gradients forever. Without a time budget no rank needs it, and none waits for it."""
+    if not ddp.enabled or not cfg.max_seconds:
         return seconds
     t = torch.tensor(seconds, dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
@@ -214,11 +235,11 @@ def shared_seconds(seconds, ddp, device):
 # ----------------------------------------------------------------------------- one step, one evaluation
 
 def train_step(model, optimizer, scaler, micro_batches, grad_clip, ctx, device):
-    """Forward and backward over the micro-batches, one optimizer step. Returns the iteration's loss:
-    the mean over all micro-steps (not the last one's, which is noisier and biased by chance)."""
+    """Forward and backward over the micro-batches (x, y pairs already on device), one optimizer step.
+    Returns the iteration's loss: the mean over all micro-steps (not the last one's, which is noisier
+    and biased by chance)."""
     total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(micro_batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         last = i == len(micro_batches) - 1
         # DDP averages the gradients across ranks in backward: only after the last micro-step, not after each
         sync = model.no_sync() if hasattr(model, "no_sync") and not last else nullcontext()
@@ -246,17 +267,18 @@ def optimizer_step(model, optimizer, scaler, grad_clip):
 @torch.no_grad()
 def estimate_loss(model, batches, eval_iters, ctx, device, seed):
     """Mean loss over eval_iters batches of each split. The same batches every time (a fixed seed),
-    so evaluations differ only through the model."""
+    so evaluations differ only through the model. The losses stay on the device until the mean: one
+    wait for the GPU per split, not one per batch."""
     model.eval()  # dropout off: the loss of the model itself, not of a random thinning of it
     out = {}
     for split in ("train", "val"):
         generator = torch.Generator().manual_seed(seed)  # its own generator: training's batches stay as they were
-        losses = torch.zeros(eval_iters)
+        losses = torch.zeros(eval_iters, device=device)
         for k in track(range(eval_iters), f"evaluating {split}", "batches"):
             x, y = batches.get(split, generator)
             with ctx:
-                _, loss = model(x.to(device), y.to(device))
-            losses[k] = loss.item()
+                _, loss = model(x, y)
+            losses[k] = loss
         out[split] = losses.mean().item()
     model.train()  # back to training: dropout on again
     return out
@@ -267,7 +289,8 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
 def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss, seconds=0.0):
     """Everything a run needs to go on exactly as if it had never stopped, in plain tensors and
     dicts (weights_only loading can read them, and no pickled code rides along)."""
-    rng = {**runtime.rng_state(), "batches": batches.generator.get_state()}
+    # the batch sampler's state is the only random state to keep: dropout is reseeded every iteration
+    rng = {"batches": batches.resume_state}
     return {
         "model": model.state_dict(),  # the weights
         "model_args": asdict(model.config),  # the sizes, to build the same GPT before loading them
@@ -277,13 +300,19 @@ def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_los
         "iter_num": iter_num,
         "best_val_loss": best_val_loss,
         "seconds": seconds,  # of training so far, for the time budget of a resumed run
-        "rng": rng,  # dropout's and the batches' random state: the same masks and batches after a resume
+        "rng": rng,  # the batches' random state: the same batches after a resume
     }
 
 
 def restore_rng(rng, batches):
-    runtime.set_rng_state(rng)
     batches.generator.set_state(rng["batches"])
+
+
+def dropout_seed(seed, rank, iter_num):
+    """The seed of one rank's dropout at one iteration. It depends on nothing else, so every rank
+    drops different units, and a resumed run (on any rank) drops exactly the units the uninterrupted
+    run would, with no per-rank random state to save. SeedSequence mixes the three numbers well."""
+    return int(np.random.SeedSequence([seed, rank, iter_num]).generate_state(1)[0])
 
 
 class Logger:
@@ -325,12 +354,12 @@ def train(cfg):
     # data and model
     data_dir, meta = find_data(cfg)
     vocab_size = load_tokenizer(meta).vocab_size
-    torch.manual_seed(cfg.seed + ddp.rank)  # dropout differs between ranks; DDP copies rank 0's init to all
+    torch.manual_seed(cfg.seed)  # the initial weights (DDP copies rank 0's to every rank anyway)
     model, ckpt = init_model(cfg, vocab_size, device)
     if model.config.vocab_size != vocab_size:
         raise UserError(f"the model's vocabulary ({model.config.vocab_size} tokens) does not match the "
                         f"{cfg.dataset} data's ({vocab_size}); prepare the data with the model's tokenizer")
-    batches = Batches(data_dir, model.config.block_size, cfg.batch_size, cfg.seed)
+    batches = Batches(data_dir, model.config.block_size, cfg.batch_size, cfg.seed, device)
     if device.startswith("cuda"):
         runtime.enable_tf32()
     model.to(device)
@@ -349,11 +378,8 @@ def train(cfg):
     ctx = runtime.autocast(device, dtype)
 
     # compile in place: `model` stays the GPT whose state_dict is saved and sampled, with no prefix
-    if cfg.compile and runtime.can_compile(device):
-        model.compile()
-    elif cfg.compile:
-        print("torch.compile needs a C++ compiler (g++, clang++ or $CXX) on a CPU and none was found: "
-              "training eager, about half as fast; install one, or pass --compile=False")
+    if cfg.compile:
+        runtime.compile_in_place(model, device)
     # DDP averages gradients across ranks in backward; only training steps go through it, since only
     # the master evaluates and an evaluation through DDP would wait for the other ranks
     ddp_model = runtime.wrap_ddp(model, device, ddp)
@@ -373,10 +399,11 @@ def train(cfg):
     # a resumed run evaluated and saved at the iteration it resumes from: don't do it twice
     skip_eval_at = iter_num if cfg.init_from == "resume" and not cfg.eval_only else None
     last_eval = None
+    micro_batches = batches.iteration(cfg.gradient_accumulation_steps, ddp)  # the first iteration's
     t0 = started = time.perf_counter()
     while True:
         # how far the run has got: max_iters, or the time budget if that runs out first, ends it
-        seconds = shared_seconds(seconds_before + time.perf_counter() - started, ddp, device)
+        seconds = shared_seconds(seconds_before + time.perf_counter() - started, cfg, ddp, device)
         finished = iter_num >= cfg.max_iters or 0 < cfg.max_seconds <= seconds
 
         # set this iteration's learning rate
@@ -407,14 +434,16 @@ def train(cfg):
             break
 
         # one iteration: forward and backward over this rank's micro-batches, then one optimizer step
-        micro_batches = batches.iteration(cfg.gradient_accumulation_steps, ddp)
+        torch.manual_seed(dropout_seed(cfg.seed, ddp.rank, iter_num))
         loss = train_step(ddp_model, optimizer, scaler, micro_batches, cfg.grad_clip, ctx, device)
-        if ddp.enabled:
-            dist.all_reduce(loss)  # sum over ranks; / world_size gives the mean over every micro-step
-            loss = loss / ddp.world_size
+        # on a GPU the step is only queued so far: read the next iteration's batches while it runs
+        micro_batches = batches.iteration(cfg.gradient_accumulation_steps, ddp)
         iter_num += 1
 
         # log the loss and the speed every log_interval iterations
+        if iter_num % cfg.log_interval == 0 and ddp.enabled:
+            dist.all_reduce(loss)  # every rank takes part; sum / world_size is the mean over all micro-steps
+            loss = loss / ddp.world_size
         if iter_num % cfg.log_interval == 0 and ddp.is_master:
             loss = loss.item()  # waits for the GPU: only on logging steps
             dt = (time.perf_counter() - t0) / cfg.log_interval

@@ -82,38 +82,45 @@ def load_hf_state_dict(directory):
     return state
 
 
-def model_from_checkpoint(ckpt, dropout=None):
+def model_from_checkpoint(ckpt, dropout=None, attention=None):
     """The GPT whose size and weights a checkpoint dict holds. dropout, when given, replaces the run's
-    own (it has no weights): finetuning sets its own."""
-    model_args = ckpt["model_args"] if dropout is None else {**ckpt["model_args"], "dropout": dropout}
+    own (it has no weights): finetuning sets its own. attention, when given, replaces the kind the run
+    trained with: both kinds compute the same function, so a model trained on a CPU (manual) should run
+    sdpa's flash kernels on a GPU; callers pass runtime.pick_attention's choice for their device."""
+    model_args = dict(ckpt["model_args"])
+    if dropout is not None:
+        model_args["dropout"] = dropout
+    if attention is not None:
+        model_args["attention"] = attention
     model = GPT(GPTConfig(**model_args))
     model.load_state_dict(ckpt["model"])
     return model
 
 
-def load_model(out_dir, which="best", dropout=None):
+def load_model(out_dir, which="best", dropout=None, attention=None):
     """The model of a train.py run (out_dir/best.pt or last.pt) and its checkpoint dict, whose
-    "tokenizer" entry says how to turn text into the model's tokens (see tokenizer.load_tokenizer)."""
+    "tokenizer" entry says how to turn text into the model's tokens (see tokenizer.load_tokenizer).
+    dropout and attention: see model_from_checkpoint."""
     path = Path(out_dir) / f"{which}.pt"
     ckpt = load_checkpoint(path)
     if "members" in ckpt:
         raise UserError(f"{path} holds {len(ckpt['members'])} finetuned models (--members), not one GPT; "
                         f"use a train.py run or a one-member finetune.py run")
-    return model_from_checkpoint(ckpt, dropout), ckpt
+    return model_from_checkpoint(ckpt, dropout, attention), ckpt
 
 
-def load_gpt(init_from, which="best", dropout=None):
+def load_gpt(init_from, which="best", dropout=None, attention=None):
     """A pretrained GPT and the tokenizer it reads text with: the one loader that train.py, sample.py
     and finetune.py share. init_from is a train.py run's directory (its best.pt, or last.pt with
     which="last") or a Hugging Face GPT-2 directory (config.json, with GPT-2's BPE); "gpt2:DIR" names
-    the latter explicitly. dropout, when given, replaces the pretrained run's own."""
+    the latter explicitly. dropout and attention, when given, replace the pretrained run's own."""
     path = Path(init_from.removeprefix("gpt2:"))
     if (path / "config.json").is_file():
-        return GPT.from_pretrained(path, dropout=dropout or 0.0), gpt2_tokenizer()
+        return GPT.from_pretrained(path, dropout=dropout or 0.0, attention=attention or "sdpa"), gpt2_tokenizer()
     if not (path / f"{which}.pt").is_file():
         raise UserError(f"--init_from={init_from}: neither a train.py run ({which}.pt) nor a GPT-2 Hugging "
                         f"Face directory (config.json)")
-    model, ckpt = load_model(path, which, dropout)
+    model, ckpt = load_model(path, which, dropout, attention)
     tokenizer = load_tokenizer(ckpt["tokenizer"])
     # a model whose vocabulary and tokenizer disagree would read every text as the wrong tokens
     if tokenizer.vocab_size != model.config.vocab_size:

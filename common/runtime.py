@@ -3,7 +3,9 @@ Where and how the math runs, shared by train.py, sample.py, finetune.py and benc
 device and dtype choice, autocast, DDP process setup, and the peak FLOP/s behind MFU.
 """
 
+import importlib.util
 import os
+import re
 import shutil
 import sys
 import time
@@ -18,9 +20,31 @@ from common.cli import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in FLOP/s
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12,
-                  "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+# Dense bf16 tensor-core peaks from NVIDIA's data sheets (fp16 for V100 and T4, which lack bf16), in
+# FLOP/s; the sheets' larger "with sparsity" figures are twice these. The keys are exact model names:
+# the name torch.cuda.get_device_name() reports, without the brand and the memory's size and kind
+# (see gpu_model). So "L4" is not "L40", "A10" not "A10G", "H100 PCIE" not "H100" (the SXM module). A
+# GPU not listed, such as the A10G, whose peak NVIDIA does not publish, gets no MFU rather than a wrong one.
+GPU_PEAK_FLOPS = {
+    "H100": 989e12,  # the SXM module: "NVIDIA H100 80GB HBM3"
+    "H100 PCIE": 756e12,
+    "H100 NVL": 835e12,
+    "H200": 989e12,
+    "H200 NVL": 835e12,
+    "GH200": 989e12,
+    "A100": 312e12,  # "NVIDIA A100-SXM4-80GB"; the PCIe card has the same peak
+    "A100 PCIE": 312e12,
+    "A10": 125e12,
+    "A40": 150e12,
+    "L4": 121e12,
+    "L40": 181e12,
+    "L40S": 362e12,
+    "V100": 125e12,  # SXM2
+    "V100 PCIE": 112e12,
+    "T4": 65e12,
+    "RTX 4090": 165e12,  # GeForce cards: the rate with float32 accumulation, which autocast uses
+    "RTX 3090": 71e12,
+}
 
 
 def pick_device(name):
@@ -46,7 +70,7 @@ def pick_dtype(name, device):
     multiplies it natively (AVX512-BF16, AMX, Arm BF16), float32 elsewhere."""
     if name == "auto":
         if device.startswith("cuda"):
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            return "bfloat16" if gpu_has_bf16() else "float16"
         if device == "cpu" and cpu_has_bf16():
             return "bfloat16"
         return "float32"
@@ -61,6 +85,16 @@ def pick_attention(name, device):
     if name == "auto":
         return "sdpa" if device.startswith("cuda") else "manual"
     return name
+
+
+def gpu_has_bf16():
+    """A V100 or T4 answers torch.cuda.is_bf16_supported() with True, since torch can emulate bfloat16
+    there, slowly: ask for native support only. (A torch old enough to lack the argument is asked
+    without it.)"""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.is_bf16_supported()
 
 
 def cpu_has_bf16():
@@ -79,12 +113,30 @@ def autocast(device, dtype):
     return torch.autocast(device_type=device.split(":")[0], dtype=DTYPES[dtype])
 
 
-def can_compile(device):
-    """torch.compile builds its CPU kernels with a C++ compiler: $CXX, else g++ (clang++ on macOS)."""
-    if device != "cpu":
-        return True
-    compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
-    return shutil.which(compiler) is not None
+def compile_blocker(device):
+    """Why torch.compile can't build kernels for device on this machine, or None when it can. Its
+    inductor backend writes Triton kernels for a CUDA GPU and C++ for a CPU; on Apple's mps it is
+    still a prototype, so we don't use it there."""
+    kind = device.split(":")[0]
+    if kind == "cuda" and importlib.util.find_spec("triton") is None:
+        return "torch.compile needs the triton package on a CUDA GPU and it is not installed"
+    if kind == "mps":
+        return "torch.compile's mps backend is a prototype"
+    if kind == "cpu":
+        compiler = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+        if shutil.which(compiler) is None:
+            return "torch.compile needs a C++ compiler (g++, clang++ or $CXX) on a CPU and none was found"
+    return None
+
+
+def compile_in_place(model, device):
+    """torch.compile the model in place, so that its state_dict keeps its own names (torch.compile(model)
+    would wrap it and prefix every name with "_orig_mod."); where that can't work, say why and stay eager."""
+    blocker = compile_blocker(device)
+    if blocker is not None:
+        print(f"{blocker}: running eager, about half as fast; pass --compile=False to silence this")
+        return
+    model.compile()
 
 
 def enable_tf32():
@@ -123,18 +175,19 @@ def wrap_ddp(model, device, ddp):
     return DDP(model, device_ids=[ddp.local_rank] if device.startswith("cuda") else None)
 
 
-def rng_state():
-    """The random state that dropout draws from, for a checkpoint: a resumed run drops the same units."""
+def rng_state(device):
+    """The random state that dropout draws from, for a checkpoint: a resumed run drops the same units.
+    On a GPU only this process's GPU's state: asking for every GPU's would wake them all."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state, device):
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.startswith("cuda"):  # a GPU run resumed on a CPU has no use for it
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def peak_flops(device, dtype):
@@ -142,11 +195,27 @@ def peak_flops(device, dtype):
     measured matmul throughput of this machine in dtype (a CPU has no single honest number)."""
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(device)
-        for key, flops in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return flops if dtype != "float32" else flops / 2  # TF32 runs at about half the bf16 rate
-        return None
+        flops = gpu_peak_flops(name)
+        if flops is None:
+            print(f"no data-sheet peak known for {name} ({gpu_model(name)!r} in runtime.GPU_PEAK_FLOPS): "
+                  f"MFU is not reported")
+            return None
+        return flops if dtype != "float32" else flops / 2  # TF32 runs at about half the bf16 rate
     return measured_matmul_flops(DTYPES[dtype])
+
+
+def gpu_peak_flops(name):
+    """The dense bf16 peak of the GPU that torch.cuda.get_device_name() calls name, or None if unknown."""
+    return GPU_PEAK_FLOPS.get(gpu_model(name))
+
+
+def gpu_model(name):
+    """"NVIDIA A100-SXM4-80GB" -> "A100", "Tesla V100-PCIE-32GB" -> "V100 PCIE": the words of a GPU's
+    name without the brand, the memory's size and kind, and the SXM form factor, none of which changes
+    the peak (a PCIe card's or an NVL's differs, so those words stay)."""
+    words = name.upper().replace("-", " ").split()
+    dropped = re.compile(r"NVIDIA|TESLA|GEFORCE|\d+GB|HBM\d*E?|SXM\d*")
+    return " ".join(w for w in words if not dropped.fullmatch(w))
 
 
 def measured_matmul_flops(dtype, n=1024, repeats=5):

@@ -62,9 +62,9 @@ def save_finetuned(members, out_dir):
 
 
 
-def load_members(out_dir):
+def load_members(out_dir, attention=None):
     """The (gpt, head, prefix or None) of each member of the finetuned run in out_dir, its tokenizer,
-    and its checkpoint dicts."""
+    and its checkpoint dicts. attention: see common.checkpoint.model_from_checkpoint."""
     path = Path(out_dir) / "best.pt"
     ckpt = load_checkpoint(path)
     members = ckpt.get("members", [ckpt])
@@ -73,7 +73,7 @@ def load_members(out_dir):
                         f"(python finetune.py --init_from={out_dir} ...)")
     parts = []
     for member in members:
-        gpt = model_from_checkpoint(member)
+        gpt = model_from_checkpoint(member, attention=attention)
         if "adapters" in member:
             load_adapters(gpt, member["adapters"])
         prefix = None

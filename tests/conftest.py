@@ -27,6 +27,10 @@ FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data"  # laid out as ../sha
 # the tests' models are tiny: one thread runs them faster, and a busy second core can't stall them
 torch.set_num_threads(1)
 
+# torch.compile reads $CXX once, when its inductor config is first imported. Import it now, or a test
+# that hides the C++ compiler (monkeypatch.setenv("CXX", ...)) would leave every later compile without one.
+import torch._inductor.config  # noqa: E402,F401
+
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):

@@ -102,7 +102,7 @@ def bench_train(cfg, device, dtype, attention, compile_mode, peak):
     dt = (time.perf_counter() - t0) / cfg.steps
     tokens = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     mfu = model.estimate_mfu(cfg.gradient_accumulation_steps * cfg.batch_size, dt, peak) if peak else None
-    return {"ms/iter": dt * 1000, "tokens/s": tokens / dt, "MFU": f"{mfu * 100:.1f}%" if mfu else "-"}
+    return {"ms/iter": dt * 1000, "tokens/s": tokens / dt, "MFU %": mfu * 100 if mfu else None}
 
 
 def bench_sample(cfg, device, dtype, attention, use_cache, window_step):
@@ -130,6 +130,8 @@ def print_table(rows):
 
 
 def format_cell(value):
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:,.1f}" if value >= 10 else f"{value:.3g}"
     return str(value)
