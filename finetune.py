@@ -38,8 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import runtime
-from common.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
-from common.cli import UserError, parse_config, run_main
+from common.checkpoint import (check_new_run, check_resumable, load_checkpoint, load_gpt, model_from_checkpoint,
+                               save_checkpoint)
+from common.cli import UserError, build_config, parse_options, resumed_config, run_main
 from data.conll2003 import prepare as conll2003
 from data.sms_spam import prepare as sms_spam
 from data.sst2 import prepare as sst2
@@ -163,7 +164,8 @@ class FinetuneConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto, float32, bfloat16, float16
     out_dir: str = "out-finetune"  # where the finetuned run is written, or read by eval_file/predict
-    resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with the same options
+    resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with its own options
+    overwrite: bool = False  # a new run may replace the run already in out_dir (otherwise refused)
     # instead of training: use the finetuned run in out_dir
     eval_file: str = ""  # score this labelled file (.jsonl, or the task's raw format) -> out_dir/eval.json
     predict: str = ""  # label this text, or every line of FILE:path
@@ -187,6 +189,16 @@ class FinetuneConfig:
             raise ValueError(f"unknown train mode {self.train!r}; choose one of {', '.join(TRAIN_MODES)}")
         if self.lora_rank < 1:
             raise ValueError(f"--lora_rank must be at least 1, got {self.lora_rank}")
+        for name in ("lr", "lora_alpha"):  # 0 would train nothing, a negative value climb the loss
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
+        GPTConfig(block_size=self.block_size, vocab_size=1, n_layer=self.n_layer, n_head=self.n_head,
+                  n_embd=self.n_embd)  # a scratch model's sizes, checked by GPTConfig
         for target in self.lora_targets.split(","):
             if target not in LORA_TARGETS:
                 raise ValueError(f"--lora_targets: no layer {target!r} in a GPT block; "
@@ -248,10 +260,12 @@ def check_row(row, task, where):
         if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
             raise UserError(f"{where}: tokens and tags must be lists of the same length")
         if not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
-            raise UserError(f"{where}: empty sentence or empty token")
+            raise UserError(f"{where}: tokens must be a non-empty list of non-empty strings")
         labels = tags
     else:
-        if not isinstance(row["text"], str) or not row["text"].strip():
+        if not isinstance(row["text"], str):
+            raise UserError(f"{where}: text must be a string, got {type(row['text']).__name__}")
+        if not row["text"].strip():
             raise UserError(f"{where}: empty text")
         labels = [row["label"]]
     for label in labels:
@@ -353,28 +367,13 @@ class Ensemble(nn.Module):
 
 
 def load_pretrained(cfg):
-    """The GPT to start from and its tokenizer. The tokenizer must be the one the model was trained
-    with: a model's vocabulary and its tokenizer's disagreeing means the wrong one was found."""
+    """The GPT to start from and its tokenizer (checkpoint.load_gpt), or a new GPT with GPT-2's tokenizer."""
     if cfg.init_from == "scratch":
         tokenizer = gpt2_tokenizer()
         gpt = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size, n_layer=cfg.n_layer,
                             n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout))
         return gpt, tokenizer
-    path = Path(cfg.init_from.removeprefix("gpt2:"))
-    if (path / "config.json").is_file():
-        gpt, tokenizer = GPT.from_pretrained(path, dropout=cfg.dropout), gpt2_tokenizer()
-        source = f"{path} (GPT-2's BPE)"
-    elif (path / "best.pt").is_file():
-        gpt, ckpt = load_model(path, dropout=cfg.dropout)
-        tokenizer = load_tokenizer(ckpt["tokenizer"])
-        source = f"{path}/best.pt (tokenizer {ckpt['tokenizer']['kind']})"
-    else:
-        raise UserError(f"--init_from={cfg.init_from}: not a train.py run (best.pt), a GPT-2 Hugging Face "
-                        f"directory (config.json), nor 'scratch'")
-    if tokenizer.vocab_size != gpt.config.vocab_size:
-        raise UserError(f"{source}: the model has {gpt.config.vocab_size} token embeddings but its tokenizer "
-                        f"{tokenizer.vocab_size} tokens; this checkpoint can't read the task's text")
-    return gpt, tokenizer
+    return load_gpt(cfg.init_from, dropout=cfg.dropout)
 
 
 def count_parameters(module):
@@ -566,40 +565,39 @@ def train_classifier(gpt, tokenizer, train_set, val_set, cfg, device, dtype, don
     return best_ckpt
 
 
-def load_resume_point(cfg):
-    """out_dir/last.pt of an interrupted run, and the members it had finished (best.pt begins with them).
-    The options must be the run's own: a resumed run that trained differently would be neither."""
+# the options a resumed run takes from the command line; the rest must be the interrupted run's own
+RESUME_MAY_CHANGE = ("resume", "out_dir", "overwrite", "device", "dtype", "log_interval")
+
+
+def load_resume_point(cfg, given):
+    """The interrupted run in out_dir: its own options (of which the options given on the command line
+    may change only RESUME_MAY_CHANGE), its last.pt, and the members it had finished (best.pt begins
+    with them). A resumed run that trained differently would be neither that run nor a new one."""
     path = Path(cfg.out_dir) / "last.pt"
     if not path.is_file():
         raise UserError(f"--resume: no interrupted run in {cfg.out_dir} (no last.pt; a finished run "
                         f"deletes it); start a new run without --resume")
     last = load_checkpoint(path)
-    was = {**last["config"], "seed": last["config"]["seed"] - last["member"]}  # its member's seed, the run's
-    now = asdict(cfg)
-    for key in was:
-        if key not in now:  # written by an older finetune.py, with an option this one no longer has
-            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}, an option this "
-                            f"finetune.py does not have; start a new run in another --out_dir")
-        if key not in ("resume", "device", "log_interval") and now[key] != was[key]:
-            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}={was[key]}; "
-                            f"resume it with the options it started with")
+    check_resumable(last, path, "finetune.py")
+    saved = {**last["config"], "seed": last["config"]["seed"] - last["member"]}  # its member's seed, the run's
+    cfg = resumed_config(FinetuneConfig, saved, given, RESUME_MAY_CHANGE,
+                         f"--resume: the interrupted run in {cfg.out_dir}")
     finished = load_checkpoint(Path(cfg.out_dir) / "best.pt")
-    return last, finished.get("members", [finished])[: last["member"]]
+    return cfg, last, finished.get("members", [finished])[: last["member"]]
 
 
-def finetune(cfg):
+def finetune(cfg, given):
+    """Finetune as cfg says; given (the options on the command line) is checked against a resumed run's."""
+    last, members = None, []
+    if cfg.resume:
+        cfg, last, members = load_resume_point(cfg, given)
+    else:
+        check_new_run(cfg.out_dir, "finetune.py", cfg.overwrite)
     task = TASKS[cfg.task]
     torch.manual_seed(cfg.seed)  # the weights of a scratch model; each member then seeds its own head and batches
     device = runtime.pick_device(cfg.device)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     ctx = runtime.autocast(device, dtype)
-
-    last, members = None, []
-    if cfg.resume:
-        last, members = load_resume_point(cfg)
-    elif (Path(cfg.out_dir) / "last.pt").exists():
-        raise UserError(f"{cfg.out_dir} holds an interrupted run (last.pt); continue it with --resume=True, "
-                        f"or choose another --out_dir")
 
     gpt, tokenizer = load_pretrained(cfg)
     max_len = min(cfg.max_len, gpt.config.block_size)
@@ -607,7 +605,6 @@ def finetune(cfg):
     train_set = load_examples(train_path, cfg.task, tokenizer, max_len, cfg.max_train)
     val_set = load_examples(split_path(cfg.data_dir, cfg.task, "val"), cfg.task, tokenizer, max_len)
     print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
 
     started = time.time() - (last["train_seconds"] if last else 0.0)
     for k in range(len(members), cfg.members):  # each member starts from the same pretrained weights
@@ -767,13 +764,14 @@ def zero_shot(cfg):
 
 
 def main(argv):
-    cfg = parse_config(FinetuneConfig, argv)
+    given = parse_options(FinetuneConfig, argv)
+    cfg = build_config(FinetuneConfig, given)
     if cfg.zero_shot:
         zero_shot(cfg)
     elif cfg.eval_file or cfg.predict:
         use_finetuned(cfg)
     else:
-        finetune(cfg)
+        finetune(cfg, given)
 
 
 if __name__ == "__main__":
