@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 
 from common import runtime
-from common.checkpoint import load_gpt, save_checkpoint
-from common.cli import UserError, parse_config, run_main
+from common.checkpoint import check_new_run, load_gpt, save_checkpoint
+from common.cli import UserError, build_config, parse_options, run_main
 from common.progress import Progress
 from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
@@ -178,7 +178,8 @@ class FinetuneConfig:
     dtype: str = "auto"  # auto, float32, bfloat16, float16
     compile: bool | None = None  # torch.compile the classifier; None: on a CUDA GPU only (True on a CPU: README)
     out_dir: str = "out-finetune"  # where the finetuned run is written, or read by eval_file/predict
-    resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with the same options
+    resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with its own options
+    overwrite: bool = False  # a new run may replace the run already in out_dir (otherwise refused)
     # instead of training: use the finetuned run in out_dir
     eval_file: str = ""  # score this labelled file (.jsonl, or the task's raw format) -> out_dir/eval.json
     predict: str = ""  # label this text, or every line of FILE:path
@@ -195,6 +196,16 @@ class FinetuneConfig:
         if self.train not in TRAIN_MODES:
             raise ValueError(f"unknown train mode {self.train!r}; choose one of {', '.join(TRAIN_MODES)}")
         check_lora(self.lora_rank, self.lora_targets.split(","))
+        for name in ("lr", "lora_alpha"):  # 0 would train nothing, a negative value climb the loss
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
+        GPTConfig(block_size=self.block_size, vocab_size=1, n_layer=self.n_layer, n_head=self.n_head,
+                  n_embd=self.n_embd)  # a scratch model's sizes, checked by GPTConfig
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         for name in ("last_n", "adapter_size", "prefix_len", "members", "batch_size", "max_len", "log_interval"):
@@ -322,23 +333,27 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
     return best
 
 
-def finetune(cfg):
+# the options a resumed run takes from the command line; the rest must be the interrupted run's own
+RESUME_MAY_CHANGE = ("resume", "out_dir", "overwrite", "device", "dtype", "log_interval")
+
+
+def finetune(cfg, given):
     """Finetune cfg.members classifiers from the pretrained model, then score the best on val and on
-    the test split into out_dir/metrics.json."""
+    the test split into out_dir/metrics.json. given: the options on the command line, which a resumed
+    run checks against its own."""
+    # an interrupted run continues only when asked to, and with its own options; a new run never
+    # replaces an old one unless --overwrite=True says so
+    run_files, done = None, []
+    if cfg.resume:
+        cfg, run_files, done = load_resume_point(cfg, given, FinetuneConfig, RESUME_MAY_CHANGE)
+    else:
+        check_new_run(cfg.out_dir, "finetune.py", cfg.overwrite)
     task = TASKS[cfg.task]
     torch.manual_seed(cfg.seed)  # the weights of a scratch model; each member then seeds its own head and batches
     device = runtime.pick_device(cfg.device)
     dtype = runtime.pick_dtype(cfg.dtype, device)
     if device.startswith("cuda"):
         runtime.enable_tf32()  # float32 matmuls on tensor cores
-
-    # an interrupted run continues only when asked to, and with its own options
-    run_files, done = None, []
-    if cfg.resume:
-        run_files, done = load_resume_point(cfg)
-    elif (Path(cfg.out_dir) / "last.pt").exists():
-        raise UserError(f"{cfg.out_dir} holds an interrupted run (last.pt); continue it with --resume=True, "
-                        f"or choose another --out_dir")
 
     # the pretrained model, and the task's examples in its tokens
     gpt, tokenizer = load_pretrained(cfg, device)
@@ -348,7 +363,6 @@ def finetune(cfg):
 
     train_set, val_set = examples("train", cfg.max_train), examples("val")
     print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
 
     # each member starts from the same pretrained weights, with its own seed
     run = Run(tokenizer, done, time.time() - (run_files["train_seconds"] if run_files else 0.0), run_files)
@@ -386,7 +400,8 @@ def finetune(cfg):
 
 
 def main(argv):
-    cfg = parse_config(FinetuneConfig, argv)
+    given = parse_options(FinetuneConfig, argv)
+    cfg = build_config(FinetuneConfig, given)
     device = runtime.pick_device(cfg.device)
     if cfg.zero_shot:  # no training: the pretrained LM itself, prompted
         zero_shot(*load_pretrained(cfg, device), cfg, device)
@@ -401,7 +416,7 @@ def main(argv):
         if cfg.predict:
             predict(classifier, tokenizer, members[0], cfg.predict, cfg.batch_size, device, ctx)
     else:
-        finetune(cfg)
+        finetune(cfg, given)
 
 
 if __name__ == "__main__":

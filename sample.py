@@ -17,6 +17,7 @@ from common import runtime
 from common.checkpoint import load_gpt
 from common.cli import UserError, parse_config, run_main
 from model import ATTENTION_KINDS
+from common.sources import read_text
 
 
 @dataclass
@@ -40,8 +41,8 @@ class SampleConfig:
     def __post_init__(self):
         if self.num_samples <= 0 or self.max_new_tokens < 0:
             raise ValueError("num_samples must be positive and max_new_tokens zero or more")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be zero or more, got {self.temperature}")
+        if self.temperature != 0 and self.temperature < 1e-3:  # as greedy as 0, and tiny values overflow the logits
+            raise ValueError(f"temperature must be 0 (greedy) or at least 0.001, got {self.temperature}")
         if self.top_k is not None and self.top_k <= 0:
             raise ValueError(f"top_k must be positive (or None), got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -50,6 +51,8 @@ class SampleConfig:
             raise ValueError(f"window_step must be 1 or more, got {self.window_step}")
         if self.attention not in ("auto", *ATTENTION_KINDS):
             raise ValueError(f"attention must be auto, {' or '.join(ATTENTION_KINDS)}, got {self.attention!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.checkpoint not in ("best", "last"):
             raise ValueError(f"checkpoint must be best or last, got {self.checkpoint!r}")
 
@@ -58,9 +61,9 @@ def read_prompt(start):
     if not start.startswith("FILE:"):
         return start
     path = Path(start[len("FILE:"):])
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"prompt file {path} not found")
-    return path.read_text(encoding="utf-8")
+    return read_text(path)  # a folder or a file that is not UTF-8 is refused in one line
 
 
 def generate_text(model, tokenizer, prompt, max_new_tokens, temperature=0.8, top_k=200, top_p=None,

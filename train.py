@@ -13,8 +13,10 @@ Every field of TrainConfig below is a --key=value option; config/*.py files set 
 """
 
 import importlib
+import importlib.util
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -25,8 +27,8 @@ import torch
 import torch.distributed as dist
 
 from common import plots, runtime
-from common.checkpoint import load_gpt, load_model, save_checkpoint
-from common.cli import UserError, parse_config, run_main
+from common.checkpoint import check_new_run, check_resumable, load_checkpoint, load_gpt, load_model, save_checkpoint
+from common.cli import UserError, build_config, parse_options, resumed_config, run_main
 from common.progress import format_duration, track
 from model import GPT, GPTConfig, adamw
 from common.tokenizer import load_tokenizer
@@ -36,22 +38,25 @@ ROOT = Path(__file__).resolve().parent
 
 @dataclass
 class TrainConfig:
-    # the defaults are the built-in CPU run: four minutes of training on a laptop, then a sample
+    # the defaults are the built-in CPU run: four minutes of training on a laptop, then a sample.
+    # --init_from=resume continues the run in out_dir with the settings saved in its last.pt; of those,
+    # the command line may change only the ones marked "resume may change" (RESUME_MAY_CHANGE below)
     # I/O
-    out_dir: str = "out-shakespeare-char"  # best.pt, last.pt, log.jsonl and loss.png go here
+    out_dir: str = "out-shakespeare-char"  # best.pt, last.pt, log.jsonl, loss.png; resume may change (a moved run)
     eval_interval: int = 1000  # evaluate and checkpoint every this many iterations
-    log_interval: int = 50  # print the loss and speed every this many iterations
+    log_interval: int = 50  # print the loss and speed every this many iterations; resume may change
     eval_iters: int = 40  # batches per evaluation of the train and val loss
-    eval_only: bool = False  # evaluate once and exit
+    eval_only: bool = False  # evaluate once, print the losses and exit, writing nothing; resume may change
     always_save_checkpoint: bool = True  # write last.pt at every evaluation (best.pt only when val improves)
     init_from: str = "scratch"  # "scratch", "resume" (from out_dir/last.pt) or a GPT-2 Hugging Face directory
-    sample_tokens: int = 300  # print a sample of this many tokens when training ends (0: none)
-    wandb_log: bool = False  # also send the log to Weights & Biases (pip install wandb; optional)
+    overwrite: bool = False  # a new run may replace the run already in out_dir (otherwise refused)
+    sample_tokens: int = 300  # print a sample of this many tokens when training ends (0: none); resume may change
+    wandb_log: bool = False  # also send the log to Weights & Biases (pip install wandb); wandb_*: resume may change
     wandb_project: str = "gpt"  # the wandb project ...
     wandb_run_name: str = "run"  # ... and run the log goes to
     # data
     dataset: str = "shakespeare_char"  # data/<dataset>/prepare.py makes train.bin, val.bin, meta.json
-    data_dir: str = ""  # where those files are; default data/<dataset>
+    data_dir: str = ""  # where those files are; default data/<dataset>; resume may change (the data was moved)
     gradient_accumulation_steps: int = 1  # micro-steps per iteration, over all DDP ranks together
     batch_size: int = 8  # sequences per micro-step
     block_size: int = 128  # tokens per sequence: the longest context the model learns to use
@@ -64,17 +69,17 @@ class TrainConfig:
     attention: str = "auto"  # "manual", "sdpa", or auto: sdpa on a GPU, manual elsewhere (runtime.pick_attention)
     # AdamW with linear warmup, then cosine decay to min_lr
     learning_rate: float = 3e-3  # the peak, after warmup; small models take larger rates than GPT-2's 6e-4
-    max_iters: int = 5600  # optimizer steps in all
-    max_seconds: float = 240.0  # or stop sooner, after this many seconds of training (0: no limit); see schedule_position
+    max_iters: int = 5600  # optimizer steps in all; resume may change: a finished run goes on to a new max_iters
+    max_seconds: float = 240.0  # or stop sooner, after this many seconds of training (0: no limit); see schedule_position; resume may change
     weight_decay: float = 0.1  # AdamW's pull of the 2-D weights towards 0 (model.adamw)
     beta1: float = 0.9  # AdamW's momentum
     beta2: float = 0.99  # a bit under the usual 0.999: small batches give noisy squared gradients
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
     decay_lr: bool = True  # False: learning_rate throughout, no warmup
     warmup_iters: int = 100
-    lr_decay_iters: int = 5600  # usually max_iters
+    lr_decay_iters: int = 5600  # usually max_iters; resume may change, with max_iters
     min_lr: float = 1e-4  # where the cosine decay ends (nanoGPT: learning_rate / 10)
-    # system
+    # system (resume may change all but the seed: they say where the math runs, not what it computes)
     backend: str = "nccl"  # DDP backend: nccl on GPUs, gloo on CPUs
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto, float32, bfloat16, float16
@@ -91,6 +96,11 @@ class TrainConfig:
                      "grad_clip", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be zero or more, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.min_lr > self.learning_rate:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
         if self.dtype not in ("auto", *runtime.DTYPES):
@@ -101,6 +111,12 @@ class TrainConfig:
         return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout, bias=self.bias,
                          attention=runtime.pick_attention(self.attention, device))
+
+
+# the options a resumed run takes from the command line; the rest must be the run's own (see TrainConfig)
+RESUME_MAY_CHANGE = ("init_from", "out_dir", "data_dir", "overwrite", "max_iters", "max_seconds", "lr_decay_iters", "eval_only",
+                     "log_interval", "sample_tokens", "wandb_log", "wandb_project", "wandb_run_name",
+                     "backend", "device", "dtype", "compile")
 
 
 # ----------------------------------------------------------------------------- data
@@ -156,11 +172,14 @@ class Batches:
 
 
 def open_tokens(path, block_size):
-    data = np.memmap(path, dtype=np.uint16, mode="r")  # uint16 holds any id of a vocabulary up to 65,536
-    if len(data) <= block_size:
-        raise UserError(f"{path} holds {len(data)} tokens, too few for block_size {block_size}; "
+    size = path.stat().st_size  # checked before mapping: numpy can't map an empty file or half a token
+    if size % 2:
+        raise UserError(f"{path} has an odd number of bytes ({size}), so it is not uint16 tokens; "
+                        f"prepare the data again")
+    if size // 2 <= block_size:
+        raise UserError(f"{path} holds {size // 2} tokens, too few for block_size {block_size}; "
                         f"use more text or a smaller --block_size")
-    return data
+    return np.memmap(path, dtype=np.uint16, mode="r")
 
 
 def find_data(cfg):
@@ -178,8 +197,13 @@ def find_data(cfg):
         print(f"{data_dir / 'train.bin'} is missing: preparing the {cfg.dataset} dataset")
         # the first run prepares its data itself, so `python train.py` alone is enough
         prepare.prepare()
-    with open(data_dir / "meta.json") as f:  # how text becomes these tokens: the tokenizer's meta
-        return data_dir, json.load(f)
+    for name in ("val.bin", "meta.json"):
+        if not (data_dir / name).is_file():
+            raise UserError(f"{data_dir} has train.bin but no {name}; prepare the data again")
+    try:
+        return data_dir, json.loads((data_dir / "meta.json").read_text(encoding="utf-8"))
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise UserError(f"{data_dir / 'meta.json'} is damaged ({e}); prepare the data again") from None
 
 
 # ----------------------------------------------------------------------------- model and optimizer
@@ -316,10 +340,17 @@ def dropout_seed(seed, rank, iter_num):
 
 
 class Logger:
-    """Console lines, out_dir/log.jsonl (one JSON object per line), and optionally wandb."""
+    """Console lines, out_dir/log.jsonl (one JSON object per line), and optionally wandb. Making one
+    starts the run's files: out_dir is created, and log.jsonl begins empty for a new run or, for a
+    resumed one, is cut back to the iteration it resumes from (it trains and logs the later ones again)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, iter_num):
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(cfg.out_dir) / "log.jsonl"
+        kept = log_lines_until(self.path, iter_num) if cfg.init_from == "resume" else []
+        tmp = self.path.with_name("log.jsonl.tmp")  # replaced in one step, as checkpoints are
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
         self.wandb = None
         if cfg.wandb_log:
             import wandb  # imported only when asked for: it is an optional package
@@ -332,10 +363,30 @@ class Logger:
             self.wandb.log(record, step=record["iter"])
 
 
+def log_lines_until(path, iter_num):
+    """The lines of a log.jsonl up to iteration iter_num; a line cut short by a killed run is dropped."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iter_num:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return kept
+
+
 # ----------------------------------------------------------------------------- the training loop
 
 def train(cfg):
     """Train as cfg says; returns {"iter_num", "best_val_loss", "last_eval"}."""
+    # first refuse what would replace a run or stop halfway; nothing is written until the run starts
+    if cfg.init_from != "resume" and not cfg.eval_only:
+        check_new_run(cfg.out_dir, "train.py", cfg.overwrite)
+    if cfg.wandb_log and importlib.util.find_spec("wandb") is None:
+        raise UserError("--wandb_log=True needs the wandb package: pip install wandb, or leave the flag out")
+
     # where the math runs: one process, or one of several started by torchrun (DDP)
     ddp = runtime.setup_distributed(cfg.backend)
     device = runtime.pick_device(cfg.device)
@@ -347,13 +398,10 @@ def train(cfg):
         raise UserError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be a multiple "
                         f"of the number of processes ({ddp.world_size})")
     out_dir = Path(cfg.out_dir)
-    if cfg.init_from != "resume" and (out_dir / "last.pt").exists():
-        raise UserError(f"{out_dir} already holds a run; continue it with --init_from=resume "
-                        f"or choose another --out_dir")
 
     # data and model
     data_dir, meta = find_data(cfg)
-    vocab_size = load_tokenizer(meta).vocab_size
+    vocab_size = load_tokenizer(meta, data_dir / "meta.json").vocab_size
     torch.manual_seed(cfg.seed)  # the initial weights (DDP copies rank 0's to every rank anyway)
     model, ckpt = init_model(cfg, vocab_size, device)
     if model.config.vocab_size != vocab_size:
@@ -373,6 +421,9 @@ def train(cfg):
         seconds_before = ckpt.get("seconds", 0.0)
         restore_rng(ckpt["rng"], batches)
         ckpt = None  # free the CPU copy
+        if iter_num > cfg.max_iters:
+            raise UserError(f"the run in {out_dir} is at iteration {iter_num}, past --max_iters={cfg.max_iters}; "
+                            f"give a larger --max_iters to train it further")
     # float16 gradients underflow to 0 without scaling the loss up first; bfloat16 and float32 need none
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = runtime.autocast(device, dtype)
@@ -388,13 +439,12 @@ def train(cfg):
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * model.config.block_size
     peak = runtime.peak_flops(device, dtype) if ddp.is_master else None
     if ddp.is_master:
-        out_dir.mkdir(parents=True, exist_ok=True)
         budget = f" or {format_duration(cfg.max_seconds)} of training, whichever ends first" if cfg.max_seconds else ""
         print(f"{model.get_num_params() / 1e6:.2f}M parameters on {device} in {dtype}; "
               f"{tokens_per_iter:,} tokens per iteration; {cfg.max_iters:,} iterations{budget}")
         if not plots.have_matplotlib():
             print("no loss.png: drawing it needs matplotlib: pip install matplotlib")
-    logger = Logger(cfg) if ddp.is_master else None
+    logger = Logger(cfg, iter_num) if ddp.is_master and not cfg.eval_only else None  # the run starts here
 
     # a resumed run evaluated and saved at the iteration it resumes from: don't do it twice
     skip_eval_at = iter_num if cfg.init_from == "resume" and not cfg.eval_only else None
@@ -414,11 +464,13 @@ def train(cfg):
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        # every eval_interval iterations and at the end: evaluate, write checkpoints, plot
-        if (iter_num % cfg.eval_interval == 0 or finished) and iter_num != skip_eval_at:
+        # every eval_interval iterations, at the end, and for --eval_only: evaluate, write checkpoints, plot
+        due = iter_num % cfg.eval_interval == 0 or finished or cfg.eval_only
+        if due and iter_num != skip_eval_at:
             if ddp.is_master:
                 last_eval = estimate_loss(model, batches, cfg.eval_iters, ctx, device, cfg.seed)
                 print(f"step {iter_num}: train loss {last_eval['train']:.4f}, val loss {last_eval['val']:.4f}")
+            if ddp.is_master and not cfg.eval_only:  # --eval_only reports the losses and changes no file
                 logger.log({"iter": iter_num, "train_loss": last_eval["train"], "val_loss": last_eval["val"]})
                 improved = last_eval["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, last_eval["val"])
@@ -478,7 +530,14 @@ def print_sample(model, tokenizer, max_new_tokens):
 
 
 def main(argv):
-    train(parse_config(TrainConfig, argv))
+    given = parse_options(TrainConfig, argv)
+    cfg = build_config(TrainConfig, given)
+    if cfg.init_from == "resume":  # the run's own settings, saved in its checkpoint, not the defaults
+        path = Path(cfg.out_dir) / "last.pt"
+        ckpt = load_checkpoint(path, peek=True)
+        check_resumable(ckpt, path, "train.py")
+        cfg = resumed_config(TrainConfig, ckpt["config"], given, RESUME_MAY_CHANGE, f"the run in {cfg.out_dir}")
+    train(cfg)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ configuration from a dataclass, optional config/*.py files and --key=value overr
 
     python train.py config/train_shakespeare_char.py --device=cpu --max_iters=100
 
-A config file is plain Python that assigns some of the dataclass's fields (nanoGPT's format);
-it is run on its own, and only the names it assigns are read from it.
+A config file looks like Python (nanoGPT's format) but is read as data, never run: each line is a
+comment or `name = literal` (a number, string, True/False/None, or a list/tuple/dict of those),
+so a config file from someone else can't do anything but set options.
 """
 
+import ast
 import dataclasses
-import runpy
+import math
 import sys
 import typing
 
@@ -29,6 +31,11 @@ def run_main(main):
 
 def parse_config(config_cls, argv):
     """Build a config_cls from config files and --key=value arguments, in the order given."""
+    return build_config(config_cls, parse_options(config_cls, argv))
+
+
+def parse_options(config_cls, argv):
+    """{field: value} of the options that argv sets, config files and --key=value in the order given."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     values = {}
     for arg in argv:
@@ -41,27 +48,78 @@ def parse_config(config_cls, argv):
         if key not in fields:
             raise UserError(f"unknown option --{key}; known options: {', '.join(sorted(fields))}")
         values[key] = parse_value(key, text, fields[key].type)
+    return values
+
+
+def build_config(config_cls, values):
     try:
         return config_cls(**values)
     except ValueError as e:  # the dataclass's own checks of impossible values
         raise UserError(str(e)) from None
 
 
+def resumed_config(config_cls, saved, given, may_change, run):
+    """The settings of a run being resumed: its own (saved: the asdict of its config), with the options
+    in may_change that the command line gives. Any other option given must agree with the run's: a
+    resumed run that trained differently would be neither that run nor a new one. run names the run
+    in messages ("the run in out-x")."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key in saved:
+        if key not in fields:  # written by an older version of the script
+            raise UserError(f"{run} used --{key}, an option this version does not have; "
+                            f"start a new run in another --out_dir")
+    merged = build_config(config_cls, {**saved, **given})
+    for key in given:
+        # compared after the dataclass's own normalising (1 == 1.0, head "auto" -> its choice)
+        if key not in may_change and getattr(merged, key) != saved.get(key, getattr(merged, key)):
+            raise UserError(f"{run} used --{key}={saved[key]}: drop --{key}, or start a new run in another "
+                            f"--out_dir (a resumed run keeps its own settings; only "
+                            f"{', '.join(sorted(may_change))} may change)")
+    return merged
+
+
 def read_config_file(path, fields):
+    """The options a config file sets, read as data: a line that is not `name = literal` is refused."""
     if not path.endswith(".py"):
         raise UserError(f"argument {path!r} is neither --key=value nor a config/*.py file")
     try:
-        assigned = runpy.run_path(path)
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
     except FileNotFoundError:
         raise UserError(f"config file {path} not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"config file {path}: {e.strerror}") from None
+    try:
+        module = ast.parse(source, filename=path)
+    except (SyntaxError, ValueError) as e:  # ValueError: a null byte, in some Python versions
+        line = f":{e.lineno}" if getattr(e, "lineno", None) else ""
+        raise UserError(f"{path}{line}: {getattr(e, 'msg', e)}") from None
     values = {}
-    for key, value in assigned.items():
-        if key.startswith("_") or isinstance(value, type(sys)):  # dunders and imported modules
-            continue
+    for i, statement in enumerate(module.body):
+        if i == 0 and isinstance(statement, ast.Expr) and isinstance(getattr(statement.value, "value", None), str):
+            continue  # a docstring
+        key, value = literal_assignment(statement, path)
         if key not in fields:
-            raise UserError(f"{path}: unknown option {key!r}; known options: {', '.join(sorted(fields))}")
-        values[key] = check_type(key, value, fields[key].type, path)
+            raise UserError(f"{path}:{statement.lineno}: unknown option {key!r}; known options: "
+                            f"{', '.join(sorted(fields))}")
+        values[key] = check_type(key, value, fields[key].type, f"{path}:{statement.lineno}")
     return values
+
+
+def literal_assignment(statement, path):
+    """(name, value) of a `name = literal` statement; anything else would need running, so it is refused."""
+    refusal = (f"{path}:{statement.lineno}: only `name = literal` lines are allowed in a config file (it is "
+               f"read as data, not run)")
+    if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+            and isinstance(statement.targets[0], ast.Name)):
+        raise UserError(f"{refusal}; found {ast.unparse(statement).splitlines()[0]!r}")
+    try:
+        value = ast.literal_eval(statement.value)
+    except (ValueError, TypeError, RecursionError):  # an expression: arithmetic, a name, a call
+        raise UserError(f"{refusal}; write the value of {ast.unparse(statement.value)!r} itself") from None
+    return statement.targets[0].id, value
 
 
 def base_type(annotation):
@@ -82,9 +140,10 @@ def parse_value(key, text, annotation):
         raise UserError(f"--{key} takes True or False, got {text!r}")
     if kind in (int, float):
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
             raise UserError(f"--{key} takes a number ({kind.__name__}), got {text!r}") from None
+        return check_finite(value, f"--{key}")
     return text
 
 
@@ -96,4 +155,11 @@ def check_type(key, value, annotation, source):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UserError(f"{source}: {key} must be {kind.__name__}, got {value!r}")
+    return check_finite(value, f"{source}: {key}")
+
+
+def check_finite(value, what):
+    """NaN and infinity pass every `x > 0` test and then train nothing: no option takes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{what} must be a finite number, got {value}")
     return value

@@ -118,6 +118,8 @@ def read_text(path):
         raise UserError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:  # a folder, a file we may not read
+        raise UserError(f"{path}: {e.strerror}") from None
 
 
 def numbered_lines(path):
@@ -189,9 +191,18 @@ def write_jsonl(rows, path):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def make_out_dir(out_dir):
+    """The folder that prepared files go to, made when they are written: a prepare script that fails
+    before (no raw file, a bad one) leaves no empty folder behind."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"--out_dir={out_dir} is a file, not a folder")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+
+
 def write_splits(parts, out_dir, record):
     """Each part of a finetuning task as out_dir/<name>.jsonl, and split.json: the record of how the
     parts were made (source, seed, counts), so that anyone can check and redo the split."""
+    make_out_dir(out_dir)
     for name, rows in parts.items():
         write_jsonl(rows, Path(out_dir) / f"{name}.jsonl")
     write_json(record, Path(out_dir) / "split.json")

@@ -115,14 +115,19 @@ def gpt2_tokenizer():
     return GPT2Tokenizer(encoding)
 
 
-def load_tokenizer(meta):
+def load_tokenizer(meta, source="the tokenizer's description"):
     """The tokenizer a meta dict describes: {"kind": "char", "chars": ...}, {"kind": "gpt2"} or
-    {"kind": "bpe", "merges": ...}."""
+    {"kind": "bpe", "merges": ...}. source names where meta came from (a meta.json, a checkpoint) in
+    error messages."""
+    if not isinstance(meta, dict):
+        raise UserError(f"{source} holds a {type(meta).__name__}, not a tokenizer such as {{\"kind\": \"gpt2\"}}")
     kind = meta.get("kind")
     if kind == "char":
+        if not isinstance(meta.get("chars"), str) or not meta["chars"]:
+            raise UserError(f"{source}: a char tokenizer needs its alphabet, a non-empty string \"chars\"")
         return CharTokenizer(meta["chars"])
     if kind == "gpt2":
         return gpt2_tokenizer()
     if kind == "bpe":
         return BPETokenizer.from_meta(meta)
-    raise UserError(f"unknown tokenizer kind {kind!r}; expected 'char', 'gpt2' or 'bpe'")
+    raise UserError(f"{source}: unknown tokenizer kind {kind!r}; expected 'char', 'gpt2' or 'bpe'")

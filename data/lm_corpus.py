@@ -41,7 +41,6 @@ def encode_documents(tokenizer, texts):
 
 def prepare(task, input_path, out_dir):
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     texts = read_train_texts(task, input_path)
     n = max(1, int(len(texts) * TRAIN_FRACTION))  # the task's split is shuffled: a cut is a random sample
     tokenizer = gpt2_tokenizer()

@@ -9,8 +9,8 @@ import copy
 from dataclasses import asdict
 from pathlib import Path
 
-from common.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from common.cli import UserError
+from common.checkpoint import check_resumable, load_checkpoint, model_from_checkpoint, save_checkpoint
+from common.cli import UserError, resumed_config
 from common.tokenizer import load_tokenizer
 from finetuning.adapter import adapted_layers, adapter_state, load_adapters, remove_adapters
 from finetuning.heads import build_head
@@ -86,23 +86,18 @@ def load_members(out_dir, attention=None):
     return parts, load_tokenizer(members[0]["tokenizer"]), members
 
 
-def load_resume_point(cfg):
-    """out_dir/last.pt of an interrupted run, and the members it had finished (best.pt begins with them).
-    The options must be the run's own: a resumed run that trained differently would be neither."""
+def load_resume_point(cfg, given, config_cls, may_change):
+    """The interrupted run in out_dir: its own options (of which the options given on the command line
+    may change only may_change), its last.pt, and the members it had finished (best.pt begins with
+    them). A resumed run that trained differently would be neither that run nor a new one."""
     path = Path(cfg.out_dir) / "last.pt"
     if not path.is_file():
         raise UserError(f"--resume: no interrupted run in {cfg.out_dir} (no last.pt; a finished run "
                         f"deletes it); start a new run without --resume")
     last = load_checkpoint(path)
-    was = {**last["config"], "seed": last["config"]["seed"] - last["member"]}  # its member's seed, the run's
-    now = asdict(cfg)
-    for key in was:
-        if key not in now:  # written by an older finetune.py, with an option this one no longer has
-            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}, an option this "
-                            f"finetune.py does not have; start a new run in another --out_dir")
-        if key not in ("resume", "device", "log_interval") and now[key] != was[key]:
-            raise UserError(f"--resume: the interrupted run in {cfg.out_dir} used --{key}={was[key]}; "
-                            f"resume it with the options it started with")
+    check_resumable(last, path, "finetune.py")
+    saved = {**last["config"], "seed": last["config"]["seed"] - last["member"]}  # its member's seed, the run's
+    cfg = resumed_config(config_cls, saved, given, may_change, f"--resume: the interrupted run in {cfg.out_dir}")
     finished = load_checkpoint(Path(cfg.out_dir) / "best.pt")
-    return last, finished.get("members", [finished])[: last["member"]]
+    return cfg, last, finished.get("members", [finished])[: last["member"]]
 

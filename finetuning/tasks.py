@@ -106,10 +106,12 @@ def check_row(row, task, where):
         if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
             raise UserError(f"{where}: tokens and tags must be lists of the same length")
         if not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
-            raise UserError(f"{where}: empty sentence or empty token")
+            raise UserError(f"{where}: tokens must be a non-empty list of non-empty strings")
         labels = tags
     else:
-        if not isinstance(row["text"], str) or not row["text"].strip():
+        if not isinstance(row["text"], str):
+            raise UserError(f"{where}: text must be a string, got {type(row['text']).__name__}")
+        if not row["text"].strip():
             raise UserError(f"{where}: empty text")
         labels = [row["label"]]
     for label in labels:

@@ -347,7 +347,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, pretrained, sms
             run(common + [f"--out_dir={interrupted}"])
     last = load_checkpoint(interrupted / "last.pt")
     assert (last["member"], last["iter_num"]) == {3: (0, 2), 6: (0, 6), 9: (1, 2)}[n_steps]
-    assert "holds an interrupted run (last.pt); continue it with --resume=True" in bad_input_error(
+    assert f"continue it with python finetune.py --out_dir={interrupted} --resume=True" in bad_input_error(
         common + [f"--out_dir={interrupted}"])
     assert "used --lr=0.001" in bad_input_error(common + [f"--out_dir={interrupted}", "--resume=True", "--lr=0.01"])
 
@@ -373,7 +373,7 @@ def test_resume_refuses_a_run_with_an_option_that_no_longer_exists(tmp_path, pre
     last["config"]["label_smoothing"] = 0.1  # as if an older finetune.py had this option
     torch.save(last, tmp_path / "last.pt")
     message = bad_input_error(common + ["--resume=True"])
-    assert "used --label_smoothing, an option this finetune.py does not have" in message
+    assert "used --label_smoothing, an option this version does not have" in message
 
 
 def test_resume_needs_an_interrupted_run(tmp_path, pretrained, sms_data):
@@ -525,6 +525,7 @@ def bad_input_error(argv):
     ({"text": "hello"}, r"train.jsonl:2: missing column 'label'"),
     ({"text": "hello", "label": "eggs"}, r"train.jsonl:2: unknown label 'eggs'"),
     ({"text": "   ", "label": "ham"}, r"train.jsonl:2: empty text"),
+    ({"text": ["a list"], "label": "ham"}, r"train.jsonl:2: text must be a string, got list"),
 ])
 def test_bad_rows_name_the_file_and_line(tmp_path, pretrained, row, expected):
     write_jsonl(tmp_path / "train.jsonl", [{"text": "fine", "label": "ham"}, row])

@@ -54,7 +54,6 @@ def read_examples(path):
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = find_source(RELPATH, None, out_dir, input_path)
     parts = split_examples(read_examples(path), FRACTIONS, SEED)
     counts = {name: {"sentences": len(rows), "tokens": sum(len(r["tokens"]) for r in rows)}

@@ -53,7 +53,6 @@ def encode_with_progress(tokenizer, text, name, chunk_chars=CHUNK_CHARS):
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     train, val = split_corpus(read_corpus(input_path, out_dir))
     tokenizer = gpt2_tokenizer()
     train_ids = encode_with_progress(tokenizer, train, "train")

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.cli import UserError, parse_config, run_main
-from common.sources import PrepareArgs, find_source, read_text, write_json, write_tokens
+from common.sources import PrepareArgs, find_source, make_out_dir, read_text, write_json, write_tokens
 from common.tokenizer import CharTokenizer
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +44,7 @@ def split_corpus(text):
 def write_dataset(tokenizer, train_ids, val_ids, out_dir):
     """train.bin goes last: train.py prepares the data when train.bin is missing, so its presence
     means the other files are complete too."""
+    make_out_dir(out_dir)
     write_json(tokenizer.meta, out_dir / "meta.json")
     write_tokens(val_ids, out_dir / "val.bin")
     write_tokens(train_ids, out_dir / "train.bin")
@@ -53,7 +54,6 @@ def write_dataset(tokenizer, train_ids, val_ids, out_dir):
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     text = read_corpus(input_path, out_dir)
     tokenizer = CharTokenizer.from_text(text)
     train, val = split_corpus(text)

@@ -54,7 +54,6 @@ def read_examples(path):
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = find_source(RELPATH, URL, out_dir, input_path, member=MEMBER)
     parts = split_examples(read_examples(path), FRACTIONS, SEED, label_key="label")
     counts = label_counts(parts)

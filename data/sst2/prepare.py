@@ -102,7 +102,6 @@ def find_split(name, input_dir, out_dir):
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     train_path = find_split("train.tsv", input_path, out_dir)
     dev_path = find_split("dev.tsv", input_path, out_dir)
     train = read_examples(train_path)
