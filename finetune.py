@@ -13,12 +13,10 @@ Finetune a pretrained GPT to classify texts or tag words, evaluate it, and predi
 
 How a pretrained GPT becomes a classifier, top to bottom: a Classifier is the GPT's body with a
 small head (finetuning/heads.py) reading its final hidden states; a train mode chooses which
-weights learn (all, the head only, the last blocks, or LoRA adapters); batches of examples
-(finetuning/tasks.py) are padded on the right; the checkpoint that scores best on val is kept,
-then scored on val and test (finetuning/evaluate.py) into metrics.json. With --members=N, N models
-are finetuned from the same start (seeds seed, seed+1, ...) and predict together (an Ensemble).
-Tagging (CoNLL-2003) is in finetuning/tagging.py, zero- and few-shot prompting in
-finetuning/prompting.py. Until a run ends, out_dir/last.pt keeps what --resume needs.
+weights learn; batches of examples (finetuning/tasks.py) are padded on the right; the checkpoint
+that scores best on val is kept, then scored on val and test (finetuning/evaluate.py) into
+metrics.json beside a bag-of-words baseline. --members=N finetunes N models (seeds seed, seed+1,
+...) that predict together. Tagging, prompting and checkpoints have files of their own in finetuning/.
 
 Every field of FinetuneConfig below is a --key=value option; config/finetune_*.py set several at once.
 """
@@ -38,8 +36,7 @@ from common.cli import UserError, build_config, parse_options, run_main
 from common.progress import Progress
 from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
-from finetuning.evaluate import evaluate, evaluate_file, predict, score_split
-from finetuning.bow import bow_baseline
+from finetuning.evaluate import evaluate, evaluate_file, predict, score_run
 from finetuning.checkpoints import count_parameters, finetuned_checkpoint, load_members, load_resume_point, save_finetuned
 from finetuning.heads import build_head, check_head
 from finetuning.adapter import apply_adapters
@@ -375,25 +372,13 @@ def finetune(cfg, given):
         run.resume = None  # only the member that was interrupted resumes
     train_seconds = time.time() - run.started
 
-    # score the saved checkpoint, just as --eval_file will: the best on val, LoRA merged
+    # score the saved checkpoint, just as --eval_file will (the best on val, LoRA merged), beside the baselines
     classifier, _, members = load_finetuned(cfg.out_dir, device)
-    splits = {"val": val_set}
-    if task.test_split:
-        splits["test"] = examples(task.test_split)
+    splits = {"val": val_set, **({"test": examples(task.test_split)} if task.test_split else {})}
     metrics = {"task": cfg.task, "init_from": cfg.init_from, "head": cfg.head, "train": cfg.train,
-               "trainable_params": sum(m["trainable_params"] for m in members),
-               "total_params": sum(m["total_params"] for m in members), "iters": members[0]["max_iters"],
-               "best_iter": [m["iter_num"] for m in members] if len(members) > 1 else members[0]["iter_num"],
                "train_seconds": round(train_seconds, 1)}
-    ctx = runtime.autocast(device, dtype)
-    for name, examples in splits.items():
-        metrics.update(score_split(classifier.to(device), name, examples, train_set, task, cfg.batch_size, device, ctx))
-    if not task.per_token:  # the bar to clear: 1-2-gram logistic regression on the same rows
-        metrics["bow_baseline"] = bow_baseline([e.row for e in train_set],
-                                               {name: [e.row for e in examples] for name, examples in splits.items()},
-                                               task.labels)
-        print("bag-of-words baseline: " + ", ".join(f"{name} accuracy {r['accuracy']:.4f}"
-                                                    for name, r in metrics["bow_baseline"].items()))
+    metrics.update(score_run(classifier.to(device), members, splits, train_set, task, cfg.batch_size, device,
+                             runtime.autocast(device, dtype)))
     write_json(metrics, Path(cfg.out_dir) / "metrics.json")
     (Path(cfg.out_dir) / "last.pt").unlink()  # the run is complete: nothing left to resume
     print(f"wrote {cfg.out_dir}/best.pt and {cfg.out_dir}/metrics.json")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from common.cli import UserError
 from common.progress import track
 from common.sources import numbered_lines
+from finetuning.bow import bow_baseline
 from finetuning.metrics import format_report, headline, score
 from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
 from finetuning.tasks import TASKS, collate, encode_example, load_examples, max_tokens, split_path
@@ -115,3 +116,19 @@ def score_split(classifier, name, examples, train_set, task, batch_size, device,
         out[f"{name}_baseline"] = most_frequent_tag_baseline(train_set, examples, task.labels)
         print(f"most-frequent-tag baseline: entity F1 {headline(out[f'{name}_baseline']):.4f}")
     return out
+
+
+def score_run(classifier, members, splits, train_set, task, batch_size, device, ctx):
+    """metrics.json's scores of a finished run: its size and iterations, then every split's report
+    beside the baselines measured on the same rows (bag of words for texts, most frequent tag for words)."""
+    metrics = {"trainable_params": sum(m["trainable_params"] for m in members),
+               "total_params": sum(m["total_params"] for m in members), "iters": members[0]["max_iters"],
+               "best_iter": [m["iter_num"] for m in members] if len(members) > 1 else members[0]["iter_num"]}
+    for name, examples in splits.items():
+        metrics.update(score_split(classifier, name, examples, train_set, task, batch_size, device, ctx))
+    if not task.per_token:  # the bar to clear: 1-2-gram logistic regression fitted on the same training rows
+        rows = {name: [e.row for e in examples] for name, examples in splits.items()}
+        metrics["bow_baseline"] = bow_baseline([e.row for e in train_set], rows, task.labels)
+        print("bag-of-words baseline: " + ", ".join(f"{name} accuracy {r['accuracy']:.4f}"
+                                                    for name, r in metrics["bow_baseline"].items()))
+    return metrics

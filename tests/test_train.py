@@ -213,7 +213,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, loader):
     shutil.copy(tmp_path / "unsafe.pt", run_dir / "best.pt")
     shutil.copy(tmp_path / "unsafe.pt", hf_dir / "pytorch_model.bin")
     shutil.copy(ROOT / "tests" / "fixtures" / "tiny_gpt2" / "config.json", hf_dir)
-    with pytest.raises(UserError, match="could run code"):
+    with pytest.raises(UserError, match="would run code"):
         LOADERS[loader](run_dir, hf_dir)
     assert not marker.exists()
 
