@@ -169,6 +169,7 @@ class FinetuneConfig:
     max_len: int = 128  # tokens kept of each example (the rest is cut off); at most the model's block_size
     truncate: str = "head"  # which of a longer text's tokens: head, tail or head_tail (finetuning/tasks.py)
     eval_interval: int = 0  # score val every this many iterations; 0 = once an epoch
+    test: bool = True  # score the test split at the end; False while settings are still being chosen on val
     log_interval: int = 20
     seed: int = 1337
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
@@ -374,7 +375,7 @@ def finetune(cfg, given):
 
     # score the saved checkpoint, just as --eval_file will (the best on val, LoRA merged), beside the baselines
     classifier, _, members = load_finetuned(cfg.out_dir, device)
-    splits = {"val": val_set, **({"test": examples(task.test_split)} if task.test_split else {})}
+    splits = {"val": val_set, **({"test": examples(task.test_split)} if task.test_split and cfg.test else {})}
     metrics = {"task": cfg.task, "init_from": cfg.init_from, "head": cfg.head, "train": cfg.train,
                "train_seconds": round(train_seconds, 1)}
     metrics.update(score_run(classifier.to(device), members, splits, train_set, task, cfg.batch_size, device,

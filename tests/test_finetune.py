@@ -266,6 +266,14 @@ def run(argv):
 QUICK = ["--device=cpu", "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--lr=1e-3"]
 
 
+def test_test_false_scores_val_only(tmp_path, pretrained, sms_data):
+    # while settings are chosen on val, the test split stays unread
+    out = tmp_path / "out"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--test=False", *QUICK])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test" not in metrics and set(metrics["bow_baseline"]) == {"val"}
+
+
 @pytest.mark.parametrize("mode,head", [("full", "last"), ("lora", "attn_pool"), ("adapter", "mean"),
                                        ("prefix", "last")])
 def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, capsys, mode, head):
