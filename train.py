@@ -362,6 +362,10 @@ class Logger:
         if self.wandb is not None:
             self.wandb.log(record, step=record["iter"])
 
+    def close(self):
+        if self.wandb is not None:
+            self.wandb.finish()  # uploads what is left now: a torchrun rank exits without Python's shutdown
+
 
 def log_lines_until(path, iter_num):
     """The lines of a log.jsonl up to iteration iter_num; a line cut short by a killed run is dropped."""
@@ -515,9 +519,10 @@ def train(cfg):
     # the end: show what the model learned, and let every rank finish together
     if ddp.is_master and cfg.sample_tokens:
         print_sample(model, load_tokenizer(meta), cfg.sample_tokens)
+    if logger is not None:
+        logger.close()
     if ddp.enabled:
-        dist.barrier()  # wait for the master's last evaluation: a rank that tears down early can abort
-        dist.destroy_process_group()
+        runtime.end_distributed()  # does not return
     return {"iter_num": iter_num, "best_val_loss": best_val_loss, "last_eval": last_eval}
 
 

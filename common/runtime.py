@@ -168,6 +168,21 @@ def setup_distributed(backend):
     return Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
 
 
+def end_distributed():
+    """The last thing a torchrun rank does: wait for every rank, tear down, and exit at once.
+
+    Exiting skips Python's own shutdown on purpose. In PyTorch 2.13 a gloo worker thread may still be
+    freeing the last backward's collectives when the main thread finishes; they hold a Python object,
+    and freeing it while the interpreter shuts down aborts the process ("terminate called without an
+    active exception", pytorch/pytorch#190489; 3 launches in 20 of a 2-rank run here). The run's files
+    are written and closed by then, so leaving without the shutdown loses nothing."""
+    dist.barrier()  # wait for the master's last evaluation: a rank that tears down early can abort
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def wrap_ddp(model, device, ddp):
     """DistributedDataParallel averages the gradients of all ranks during backward."""
     if not ddp.enabled:

@@ -137,10 +137,6 @@ def test_dropout_seed_differs_by_rank_and_iteration_and_nothing_else():
     assert train.dropout_seed(1337, 1, 5) != train.dropout_seed(1338, 1, 5)
 
 
-# slow, and out of the default run: one torchrun launch in 4 to 7 ends with a rank aborting at exit
-# ("terminate called without an active exception", gloo), with or without a time budget or a resume;
-# not yet understood. It passes when no launch aborts: python -m pytest -m slow tests/test_gpu_path.py
-@pytest.mark.slow
 def test_gloo_ranks_with_dropout_resume_exactly(char_data, tmp_path):
     """Two ranks with dropout, stopped at iteration 10 and resumed, log the losses of a run never
     stopped. Each rank's dropout comes from (seed, rank, iteration); a checkpoint holding rank 0's

@@ -304,9 +304,6 @@ def test_sigkill_then_resume_gives_bit_identical_losses(char_data, tmp_path):
     assert evals == ref_evals
 
 
-# slow, and out of the default run while a torchrun launch now and then ends with rank 1 aborting at
-# exit (gloo, "terminate called without an active exception"); see test_gpu_path.py's gloo test
-@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(char_data, tmp_path):
     common = TINY + [f"--data_dir={char_data}", "--max_iters=20", "--lr_decay_iters=20", "--eval_interval=10",
                      "--gradient_accumulation_steps=2", "--backend=gloo"]
@@ -325,7 +322,6 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(char_data,
     assert max(abs(a - b) for i in single_evals for a, b in zip(single_evals[i], ddp_evals[i])) < 1e-5
 
 
-@pytest.mark.slow  # a torchrun launch, exposed to the same intermittent abort at exit (above)
 def test_gloo_ranks_stop_together_when_the_time_budget_runs_out(char_data, tmp_path):
     """Every rank follows rank 0's clock: a rank that stopped one iteration early would leave the
     others waiting for its gradients forever (the timeout would fail this test)."""
