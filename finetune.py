@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from common import runtime
 from common.checkpoint import check_new_run, load_gpt, save_checkpoint
-from common.cli import UserError, build_config, parse_options, run_main
+from common.cli import UserError, build_config, check_ranges, parse_options, run_main
 from common.progress import Progress
 from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
@@ -194,28 +194,17 @@ class FinetuneConfig:
         if self.train not in TRAIN_MODES:
             raise ValueError(f"unknown train mode {self.train!r}; choose one of {', '.join(TRAIN_MODES)}")
         check_lora(self.lora_rank, self.lora_targets.split(","))
-        for name in ("lr", "lora_alpha"):  # 0 would train nothing, a negative value climb the loss
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
+        # lr 0 would train nothing, and a negative one climb the loss
+        check_ranges(self, positive=("lr", "lora_alpha", "epochs"),
+                     at_least_one=("last_n", "adapter_size", "prefix_len", "members", "batch_size", "max_len",
+                                   "log_interval"),
+                     non_negative=("weight_decay", "grad_clip", "max_iters", "max_train", "eval_interval", "shots",
+                                   "warmup_iters"),
+                     fractions=("dropout",))
         GPTConfig(block_size=self.block_size, vocab_size=1, n_layer=self.n_layer, n_head=self.n_head,
                   n_embd=self.n_embd)  # a scratch model's sizes, checked by GPTConfig
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        for name in ("last_n", "adapter_size", "prefix_len", "members", "batch_size", "max_len", "log_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_iters", "max_train", "eval_interval", "shots", "warmup_iters"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
         if self.truncate not in TRUNCATIONS:
             raise ValueError(f"--truncate must be one of {', '.join(TRUNCATIONS)}, got {self.truncate!r}")
-        if self.epochs <= 0 and self.max_iters == 0:
-            raise ValueError("--epochs must be positive (or set --max_iters)")
 
 
 # ----------------------------------------------------------------------------- the starting point, and a finetuned run

@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from common import plots, runtime
 from common.checkpoint import check_new_run, check_resumable, load_checkpoint, load_gpt, load_model, save_checkpoint
-from common.cli import UserError, build_config, parse_options, resumed_config, run_main
+from common.cli import UserError, build_config, check_ranges, parse_options, resumed_config, run_main
 from common.progress import format_duration, track
 from model import GPT, GPTConfig, adamw
 from common.tokenizer import load_tokenizer
@@ -87,20 +87,11 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self):
-        positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps",
-                    "batch_size", "block_size", "learning_rate")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_iters", "max_seconds", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay",
-                     "grad_clip", "sample_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be zero or more, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check_ranges(self, positive=("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps",
+                                     "batch_size", "block_size", "learning_rate"),
+                     non_negative=("max_iters", "max_seconds", "warmup_iters", "lr_decay_iters", "min_lr",
+                                   "weight_decay", "grad_clip", "sample_tokens"),
+                     fractions=("beta1", "beta2"))
         if self.min_lr > self.learning_rate:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
         if self.dtype not in ("auto", *runtime.DTYPES):

@@ -51,6 +51,19 @@ def parse_options(config_cls, argv):
     return values
 
 
+def check_ranges(cfg, positive=(), at_least_one=(), non_negative=(), fractions=()):
+    """A config's __post_init__ check of its numbers: a ValueError naming the first field out of range.
+    positive: > 0; at_least_one: >= 1 (counts); non_negative: >= 0 (0 usually turns a thing off);
+    fractions: in [0, 1). Every config also has a seed, which torch takes as an unsigned 32-bit number."""
+    rules = [(positive, lambda v: v > 0, "positive"), (at_least_one, lambda v: v >= 1, "at least 1"),
+             (non_negative, lambda v: v >= 0, "0 or more"), (fractions, lambda v: 0 <= v < 1, "in [0, 1)"),
+             (("seed",), lambda v: 0 <= v < 2**32, "in [0, 2**32)")]
+    for names, holds, wanted in rules:
+        for name in names:
+            if not holds(getattr(cfg, name)):
+                raise ValueError(f"--{name} must be {wanted}, got {getattr(cfg, name)}")
+
+
 def build_config(config_cls, values):
     try:
         return config_cls(**values)
