@@ -31,13 +31,14 @@ import torch
 import torch.nn as nn
 
 from common import runtime
-from common.checkpoint import check_new_run, load_gpt, save_checkpoint
+from common.checkpoint import check_new_run, load_gpt
 from common.cli import UserError, build_config, check_ranges, parse_options, run_main
 from common.progress import Progress
 from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
 from finetuning.evaluate import evaluate, evaluate_file, predict, score_run
-from finetuning.checkpoints import count_parameters, finetuned_checkpoint, load_members, load_resume_point, save_finetuned
+from finetuning.checkpoints import (count_parameters, finetuned_checkpoint, load_members, load_resume_point,
+                                   restore_resume_point, save_finetuned, save_resume_point)
 from finetuning.heads import build_head, check_head
 from finetuning.adapter import apply_adapters
 from finetuning.lora import LORA_TARGETS, apply_lora, check_lora
@@ -283,14 +284,8 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
 
     best, start = None, 0
     batches = training_batches(train_set, cfg.batch_size, cfg.seed)
-    if run.resume is not None:  # continue exactly: the weights, the optimizer, the batches, the dropout
-        classifier.load_state_dict(run.resume["classifier"])
-        optimizer.load_state_dict(run.resume["optimizer"])
-        scaler.load_state_dict(run.resume["scaler"])
-        best, start = run.resume["best"], run.resume["iter_num"]
-        for _ in range(start):  # the batches already trained on
-            next(batches)
-        runtime.set_rng_state(run.resume["rng"], device)
+    if run.resume is not None:  # continue exactly where the interrupted run saved last.pt
+        best, start = restore_resume_point(run.resume, classifier, optimizer, scaler, batches, device)
         print(f"resuming at iteration {start} of {max_iters}")
     progress = Progress(max_iters, "finetuning", "iterations", start=start)  # for the time left
     for it in range(start, max_iters):
@@ -312,11 +307,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
                 # a copy: the weights in the dict would otherwise go on training
                 best = copy.deepcopy(finetuned_checkpoint(classifier, run.tokenizer, cfg, it + 1, max_iters, report))
                 save_finetuned(run.done + [best], cfg.out_dir)
-            save_checkpoint({"member": len(run.done), "iter_num": it + 1, "best": best,
-                             "classifier": classifier.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scaler": scaler.state_dict(), "rng": runtime.rng_state(device),
-                             "config": asdict(cfg), "train_seconds": time.time() - run.started},
-                            Path(cfg.out_dir) / "last.pt")
+            save_resume_point(classifier, optimizer, scaler, cfg, len(run.done), it + 1, best, run.started, device)
     return best
 
 

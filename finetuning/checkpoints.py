@@ -2,13 +2,16 @@
 A finetuned run's checkpoint: out_dir/best.pt holds one dict per member (a single run's dict as it
 is, several as {"members": [...]}). Each dict is a plain GPT checkpoint, which common.checkpoint
 loads as it loads a pretrained model (LoRA updates merged into the weights), plus the head's
-weights, the task's labels and the run's settings.
+weights, the task's labels and the run's settings. out_dir/last.pt is what an interrupted run
+resumes from: the member in training, its optimizer, its place in the batches and its dropout.
 """
 
 import copy
+import time
 from dataclasses import asdict
 from pathlib import Path
 
+from common import runtime
 from common.checkpoint import check_resumable, load_checkpoint, model_from_checkpoint, save_checkpoint
 from common.cli import UserError, resumed_config
 from common.tokenizer import load_tokenizer
@@ -101,3 +104,24 @@ def load_resume_point(cfg, given, config_cls, may_change):
     finished = load_checkpoint(Path(cfg.out_dir) / "best.pt")
     return cfg, last, finished.get("members", [finished])[: last["member"]]
 
+
+
+def save_resume_point(classifier, optimizer, scaler, cfg, member, iter_num, best, started, device):
+    """out_dir/last.pt: everything it takes to continue member exactly after iteration iter_num."""
+    save_checkpoint({"member": member, "iter_num": iter_num, "best": best, "classifier": classifier.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "rng": runtime.rng_state(device), "config": asdict(cfg), "train_seconds": time.time() - started},
+                    Path(cfg.out_dir) / "last.pt")
+
+
+def restore_resume_point(last, classifier, optimizer, scaler, batches, device):
+    """Put an interrupted member back as last.pt saved it: the weights, the optimizer, the batches
+    already trained on (drawn again and skipped), the dropout. Returns its best so far and the
+    iteration to go on from."""
+    classifier.load_state_dict(last["classifier"])
+    optimizer.load_state_dict(last["optimizer"])
+    scaler.load_state_dict(last["scaler"])
+    for _ in range(last["iter_num"]):
+        next(batches)
+    runtime.set_rng_state(last["rng"], device)
+    return last["best"], last["iter_num"]
