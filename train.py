@@ -301,7 +301,7 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
 
 # ----------------------------------------------------------------------------- checkpoints and logs
 
-def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss, seconds=0.0):
+def make_checkpoint(model, optimizer, scaler, batches, cfg, meta, iter_num, best_val_loss, seconds=0.0):
     """Everything a run needs to go on exactly as if it had never stopped, in plain tensors and
     dicts (weights_only loading can read them, and no pickled code rides along)."""
     # the batch sampler's state is the only random state to keep: dropout is reseeded every iteration
@@ -310,6 +310,7 @@ def make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_los
         "model": model.state_dict(),  # the weights
         "model_args": asdict(model.config),  # the sizes, to build the same GPT before loading them
         "optimizer": optimizer.state_dict(),  # AdamW's moments: without them a resumed run jolts
+        "scaler": scaler.state_dict(),  # float16's loss scale, as far as it has adapted ({} otherwise)
         "config": asdict(cfg),  # how this run was trained
         "tokenizer": meta,  # how text becomes this model's tokens (common/tokenizer.py)
         "iter_num": iter_num,
@@ -407,11 +408,15 @@ def train(cfg):
         runtime.enable_tf32()
     model.to(device)
 
-    # the optimizer, and where a resumed run left off
+    # the optimizer, float16's loss scaler, and where a resumed run left off
     optimizer = adamw(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.split(":")[0])
+    # float16 gradients underflow to 0 without scaling the loss up first; bfloat16 and float32 need none
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     iter_num, best_val_loss, seconds_before = 0, float("inf"), 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler.is_enabled() and ckpt.get("scaler"):  # {} from a run in another dtype: start afresh
+            scaler.load_state_dict(ckpt["scaler"])
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         seconds_before = ckpt.get("seconds", 0.0)
         restore_rng(ckpt["rng"], batches)
@@ -419,8 +424,6 @@ def train(cfg):
         if iter_num > cfg.max_iters:
             raise UserError(f"the run in {out_dir} is at iteration {iter_num}, past --max_iters={cfg.max_iters}; "
                             f"give a larger --max_iters to train it further")
-    # float16 gradients underflow to 0 without scaling the loss up first; bfloat16 and float32 need none
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = runtime.autocast(device, dtype)
 
     # compile in place: `model` stays the GPT whose state_dict is saved and sampled, with no prefix
@@ -469,7 +472,7 @@ def train(cfg):
                 logger.log({"iter": iter_num, "train_loss": last_eval["train"], "val_loss": last_eval["val"]})
                 improved = last_eval["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, last_eval["val"])
-                state = make_checkpoint(model, optimizer, batches, cfg, meta, iter_num, best_val_loss, seconds)
+                state = make_checkpoint(model, optimizer, scaler, batches, cfg, meta, iter_num, best_val_loss, seconds)
                 if improved:
                     save_checkpoint(state, out_dir / "best.pt")  # what sample.py and finetune.py read
                 if cfg.always_save_checkpoint or improved:

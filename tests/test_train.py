@@ -172,7 +172,8 @@ def test_checkpoint_of_a_compiled_model_loads_into_a_plain_one(char_data, tmp_pa
     batches = Batches(char_data, 32, 4, seed=0)
     assert all(k.startswith("_orig_mod.") for k in torch.compile(model).state_dict())  # the trap
     model.compile()
-    state = make_checkpoint(model, optimizer, batches, cfg, {"kind": "char"}, 0, 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    state = make_checkpoint(model, optimizer, scaler, batches, cfg, {"kind": "char"}, 0, 1.0)
     plain = GPT(GPTConfig(**state["model_args"]))
     plain.load_state_dict(state["model"])  # strict: every name matches, no prefix
     for a, b in zip(plain.parameters(), model.parameters()):
@@ -302,6 +303,18 @@ def test_sigkill_then_resume_gives_bit_identical_losses(char_data, tmp_path):
     assert sorted(steps) == sorted(ref_steps)
     assert steps == ref_steps  # every loss, before and after the kill, bit for bit
     assert evals == ref_evals
+
+
+def test_a_resumed_float16_run_keeps_its_loss_scaler(char_data, tmp_path):
+    """float16's GradScaler adapts its scale as it trains (it doubles after growth_interval good steps
+    in a row); a resume must go on from that state, not from a fresh scaler's."""
+    common = TINY + [f"--data_dir={char_data}", "--dtype=float16", "--lr_decay_iters=8", "--eval_interval=4",
+                     f"--out_dir={tmp_path}"]
+    assert run_train(common + ["--max_iters=4"], timeout=300).returncode == 0
+    done = run_train(common + ["--max_iters=8", "--init_from=resume"], timeout=300)
+    assert done.returncode == 0, done.stderr
+    scaler = load_checkpoint(tmp_path / "last.pt")["scaler"]
+    assert scaler["_growth_tracker"] == 8  # good steps in a row: 4 before the stop and 4 after it
 
 
 def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(char_data, tmp_path):
