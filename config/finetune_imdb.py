@@ -1,11 +1,11 @@
 # Finetune the shared base model on the IMDb reviews: val is a seeded 10% of the official train, the
 # official 25,000-review test split is the score that counts; metrics.json sets it beside the
-# bag-of-words baseline (python finetuning/bow.py --task=imdb: 90.83% test).
+# bag-of-words baseline fitted on the same reviews.
 # python data/imdb/prepare.py
-# python train.py config/train_imdb_base.py                # the base model, ~2 hours on 2 CPU cores
-# python finetune.py config/finetune_imdb.py
-# UNMEASURED: the base model was not finished when this recipe was written. Choose head, lr,
-# max_len and --truncate (head, tail, head_tail) on val, never on test, and record the figures here.
+# python train.py config/train_imdb_base.py --out_dir=out-imdb-base   # the base model, 84 min on 2 CPU cores
+# python finetune.py config/finetune_imdb.py     # test 87.11% (val 88.52%; bag-of-words 90.82%), 631 s here
+# The settings are the first ones tried, not tuned: choose head, lr, max_len and --truncate on val
+# (--test=False), never on test. Two passes or more and a longer max_len (chunks) are untried.
 
 init_from = "out-imdb-base"
 task = "imdb"

@@ -8,6 +8,7 @@
 # plus compiling and evaluation. Measure it, then set max_iters for the time you have.
 
 out_dir = "out-imdb-base-gpu"
+max_seconds = 1200  # 20 minutes at most: a slower GPU ends on time, its learning rate decayed with the clock
 eval_interval = 500
 eval_iters = 40
 log_interval = 50

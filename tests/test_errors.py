@@ -347,6 +347,14 @@ def test_every_config_file_loads(path):
     assert cfg.__class__.__name__.endswith("Config")
 
 
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "config").glob("train_*.py")))
+def test_every_train_config_sets_its_own_time_budget(path):
+    # train.py's 240 s default is the quickstart's: a preset left with it would stop after 4 minutes
+    from common.cli import parse_options
+
+    assert "max_seconds" in parse_options(train.TrainConfig, [str(ROOT / "config" / path)])
+
+
 # ----------------------------------------------------------------------------- numbers that cannot train
 
 
