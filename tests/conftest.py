@@ -6,6 +6,7 @@ read the small files in tests/fixtures/ (see its README.md); the few that check 
 or GPT-2's own BPE files skip without them.
 """
 
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -42,6 +43,15 @@ def offline(monkeypatch):
             raise urllib.error.URLError("network unreachable (tests never download)")
         return urlopen(url, *args, **kwargs)
     monkeypatch.setattr(urllib.request, "urlopen", local_only)
+
+
+@pytest.fixture(autouse=True)
+def no_exit(monkeypatch):
+    """A torchrun rank ends with os._exit (runtime.end_distributed). Called inside pytest, it would end
+    the whole test run on the spot, silently and with exit status 0: make it fail the test instead."""
+    def refuse(status):
+        raise RuntimeError(f"os._exit({status}) called inside a test: it would end the test run")
+    monkeypatch.setattr(os, "_exit", refuse)
 
 
 @pytest.fixture
