@@ -277,7 +277,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
     # finetuning uses pretraining's optimizer (AdamW, no decay of biases and gains) and its warmup,
     # then decays linearly to 0 (as BERT's finetuning) over a run of whole epochs
     optimizer = adamw(classifier, cfg.weight_decay, cfg.lr, (0.9, 0.999), device.split(":")[0])
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")  # float16 gradients underflow without scaling
+    scaler = runtime.grad_scaler(device, dtype, run.resume["scaler"] if run.resume is not None else None)
     batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     max_iters = cfg.max_iters or math.ceil(cfg.epochs * batches_per_epoch)
     eval_interval = cfg.eval_interval or batches_per_epoch
@@ -285,7 +285,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
     best, start = None, 0
     batches = training_batches(train_set, cfg.batch_size, cfg.seed)
     if run.resume is not None:  # continue exactly where the interrupted run saved last.pt
-        best, start = restore_resume_point(run.resume, classifier, optimizer, scaler, batches, device)
+        best, start = restore_resume_point(run.resume, classifier, optimizer, batches, device)
         print(f"resuming at iteration {start} of {max_iters}")
     progress = Progress(max_iters, "finetuning", "iterations", start=start)  # for the time left
     for it in range(start, max_iters):

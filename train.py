@@ -410,13 +410,10 @@ def train(cfg):
 
     # the optimizer, float16's loss scaler, and where a resumed run left off
     optimizer = adamw(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.split(":")[0])
-    # float16 gradients underflow to 0 without scaling the loss up first; bfloat16 and float32 need none
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
+    scaler = runtime.grad_scaler(device, dtype, ckpt.get("scaler") if ckpt is not None else None)
     iter_num, best_val_loss, seconds_before = 0, float("inf"), 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler.is_enabled() and ckpt.get("scaler"):  # {} from a run in another dtype: start afresh
-            scaler.load_state_dict(ckpt["scaler"])
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         seconds_before = ckpt.get("seconds", 0.0)
         restore_rng(ckpt["rng"], batches)

@@ -168,6 +168,16 @@ def setup_distributed(backend):
     return Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
 
 
+def grad_scaler(device, dtype, state=None):
+    """The loss scaler of a training loop: float16 gradients underflow to 0 unless the loss is scaled
+    up first; bfloat16 and float32 need none (the scaler is then a no-op). state: a checkpoint's
+    scaler state to go on from; {} (saved by a run in another dtype) or None starts afresh."""
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)
+    return scaler
+
+
 def end_distributed():
     """The last thing a torchrun rank does: wait for every rank, tear down, and exit at once.
 

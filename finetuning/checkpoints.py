@@ -105,7 +105,6 @@ def load_resume_point(cfg, given, config_cls, may_change):
     return cfg, last, finished.get("members", [finished])[: last["member"]]
 
 
-
 def save_resume_point(classifier, optimizer, scaler, cfg, member, iter_num, best, started, device):
     """out_dir/last.pt: everything it takes to continue member exactly after iteration iter_num."""
     save_checkpoint({"member": member, "iter_num": iter_num, "best": best, "classifier": classifier.state_dict(),
@@ -114,13 +113,12 @@ def save_resume_point(classifier, optimizer, scaler, cfg, member, iter_num, best
                     Path(cfg.out_dir) / "last.pt")
 
 
-def restore_resume_point(last, classifier, optimizer, scaler, batches, device):
+def restore_resume_point(last, classifier, optimizer, batches, device):
     """Put an interrupted member back as last.pt saved it: the weights, the optimizer, the batches
-    already trained on (drawn again and skipped), the dropout. Returns its best so far and the
-    iteration to go on from."""
+    already trained on (drawn again and skipped), the dropout (the loss scaler: runtime.grad_scaler).
+    Returns its best so far and the iteration to go on from."""
     classifier.load_state_dict(last["classifier"])
     optimizer.load_state_dict(last["optimizer"])
-    scaler.load_state_dict(last["scaler"])
     for _ in range(last["iter_num"]):
         next(batches)
     runtime.set_rng_state(last["rng"], device)

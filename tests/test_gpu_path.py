@@ -287,3 +287,14 @@ def test_ranks_average_the_loss_only_on_log_steps(char_data, tmp_path, monkeypat
     monkeypatch.setattr(runtime, "end_distributed", lambda: None)  # a real rank would exit here
     train.train(tiny_config(char_data, tmp_path, max_iters=12, log_interval=4, gradient_accumulation_steps=2))
     assert len(reduced) == 3  # iterations 4, 8 and 12 of 12
+
+
+def test_a_loss_scaler_goes_on_from_a_checkpoint_of_its_own_dtype_only():
+    """A resume may change the dtype: float16 after bfloat16 gets a fresh scaler (the saved state is {}),
+    float16 after float16 goes on from the saved scale, and a run in another dtype needs none."""
+    trained = runtime.grad_scaler("cpu", "float16")
+    trained.scale(torch.ones(1))  # the scale tensor is made at the first use
+    trained.update(new_scale=1024.0)
+    assert runtime.grad_scaler("cpu", "float16", trained.state_dict()).get_scale() == 1024.0
+    assert runtime.grad_scaler("cpu", "float16", {}).get_scale() == 65536.0  # GradScaler's first scale
+    assert not runtime.grad_scaler("cpu", "bfloat16", trained.state_dict()).is_enabled()
