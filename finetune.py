@@ -6,8 +6,7 @@ Finetune a pretrained GPT to classify texts or tag words, evaluate it, and predi
     python finetune.py config/finetune_sms_spam.py --device=cpu --max_iters=20 --eval_interval=10  # a quick CPU check
     python finetune.py config/finetune_sms_spam.py --train=lora --lora_rank=8 --head=mean
     python finetune.py --out_dir=out-sms-spam --eval_file=data/sms_spam/test.jsonl   # also writes out_dir/eval.json
-    python finetune.py --out_dir=out-sms-spam --predict="WINNER!! Claim your prize, call now"
-    python finetune.py --out_dir=out-sms-spam --predict=FILE:messages.txt        # one text per line
+    python finetune.py --out_dir=out-sms-spam --predict="WINNER!! Claim your prize"   # or FILE:path, a text per line
     python finetune.py config/finetune_sst2.py --zero_shot=True --shots=4         # no training: prompt scoring
     python finetune.py config/finetune_sms_spam.py --resume=True      # continue an interrupted run (out_dir/last.pt)
 
@@ -15,8 +14,7 @@ How a pretrained GPT becomes a classifier, top to bottom: a Classifier is the GP
 small head (finetuning/heads.py) reading its final hidden states; a train mode chooses which
 weights learn; batches of examples (finetuning/tasks.py) are padded on the right; the checkpoint
 that scores best on val is kept, then scored on val and test (finetuning/evaluate.py) into
-metrics.json beside a bag-of-words baseline. --members=N finetunes N models (seeds seed, seed+1,
-...) that predict together. Tagging, prompting and checkpoints have files of their own in finetuning/.
+metrics.json beside a bag-of-words baseline. --members=N finetunes N models that predict together.
 
 Every field of FinetuneConfig below is a --key=value option; config/finetune_*.py set several at once.
 """
@@ -32,11 +30,11 @@ import torch.nn as nn
 
 from common import runtime
 from common.checkpoint import check_new_run, load_gpt
-from common.cli import UserError, build_config, check_ranges, parse_options, run_main
+from common.cli import UserError, build_config, check_choice, check_ranges, parse_options, run_main
 from common.progress import Progress
 from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
-from finetuning.evaluate import evaluate, evaluate_file, predict, score_run
+from finetuning.evaluate import Ensemble, evaluate, score_run, use_finetuned
 from finetuning.checkpoints import (count_parameters, finetuned_checkpoint, load_members, load_resume_point,
                                    restore_resume_point, save_finetuned, save_resume_point)
 from finetuning.heads import build_head, check_head
@@ -66,43 +64,17 @@ class Classifier(nn.Module):
         return self.head(self.gpt.hidden_states(idx, cache), mask)  # (B, T, C) -> (B, L) or (B, T, L)
 
 
-class Ensemble(nn.Module):
-    """Classifiers finetuned from the same start with different seeds, predicting together: their label
-    probabilities are averaged. Each one's mistakes partly differ, so the average makes fewer."""
-
-    def __init__(self, classifiers):
-        super().__init__()
-        self.members = nn.ModuleList(classifiers)
-
-    def forward(self, idx, mask):
-        probs = torch.stack([m(idx, mask).float().softmax(-1) for m in self.members])  # (M, B, L) or (M, B, T, L)
-        return probs.mean(0).log()  # logits whose softmax is the mean probability
-
-
 # ----------------------------------------------------------------------------- train modes
 
-TRAIN_MODES = {}  # name -> function(classifier, cfg) that chooses which parameters learn
-
-
-def train_mode(name):
-    def add(fn):
-        TRAIN_MODES[name] = fn
-        return fn
-    return add
-
-
-@train_mode("full")
 def train_everything(classifier, cfg):
     classifier.requires_grad_(True)
 
 
-@train_mode("head")
 def train_head_only(classifier, cfg):
     """A linear probe (for --head=mlp, a small MLP): how much the frozen features already know."""
     classifier.gpt.requires_grad_(False)
 
 
-@train_mode("last_n")
 def train_last_blocks(classifier, cfg):
     """The last last_n blocks, the final LayerNorm and the head; the embeddings and early blocks stay."""
     gpt = classifier.gpt
@@ -114,24 +86,26 @@ def train_last_blocks(classifier, cfg):
     gpt.transformer.ln_f.requires_grad_(True)
 
 
-@train_mode("lora")
 def train_lora(classifier, cfg):
     """Frozen body, trainable low-rank updates on the chosen Linear layers, and the head."""
     classifier.gpt.requires_grad_(False)
     apply_lora(classifier.gpt, cfg.lora_targets.split(","), cfg.lora_rank, cfg.lora_alpha)
 
 
-@train_mode("adapter")
 def train_adapters(classifier, cfg):
     """Frozen body, a trainable bottleneck MLP after each block's attention and MLP, and the head."""
     apply_adapters(classifier.gpt, cfg.adapter_size)
 
 
-@train_mode("prefix")
 def train_prefix(classifier, cfg):
     """Frozen body, trainable keys and values that every layer sees before the text, and the head."""
     classifier.gpt.requires_grad_(False)
     classifier.prefix = Prefix(classifier.gpt, cfg.prefix_len, torch.Generator().manual_seed(cfg.seed))
+
+
+# --train=NAME: each mode freezes or adds weights of a new Classifier in place
+TRAIN_MODES = {"full": train_everything, "head": train_head_only, "last_n": train_last_blocks, "lora": train_lora,
+               "adapter": train_adapters, "prefix": train_prefix}
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -187,13 +161,12 @@ class FinetuneConfig:
     shots: int = 0  # labelled training examples put in the prompt before each question
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        check_choice(self, "task", TASKS)
         if self.head == "auto":
             self.head = "token" if TASKS[self.task].per_token else "last"
         check_head(self.head, self.task, TASKS[self.task].per_token)
-        if self.train not in TRAIN_MODES:
-            raise ValueError(f"unknown train mode {self.train!r}; choose one of {', '.join(TRAIN_MODES)}")
+        check_choice(self, "train", TRAIN_MODES)
+        check_choice(self, "truncate", TRUNCATIONS)
         check_lora(self.lora_rank, self.lora_targets.split(","))
         # lr 0 would train nothing, and a negative one climb the loss
         check_ranges(self, positive=("lr", "lora_alpha", "epochs"),
@@ -204,8 +177,6 @@ class FinetuneConfig:
                      fractions=("dropout",))
         GPTConfig(block_size=self.block_size, vocab_size=1, n_layer=self.n_layer, n_head=self.n_head,
                   n_embd=self.n_embd)  # a scratch model's sizes, checked by GPTConfig
-        if self.truncate not in TRUNCATIONS:
-            raise ValueError(f"--truncate must be one of {', '.join(TRUNCATIONS)}, got {self.truncate!r}")
 
 
 # ----------------------------------------------------------------------------- the starting point, and a finetuned run
@@ -372,15 +343,7 @@ def main(argv):
     if cfg.zero_shot:  # no training: the pretrained LM itself, prompted
         zero_shot(*load_pretrained(cfg, device), cfg, device)
     elif cfg.eval_file or cfg.predict:  # no training: the finetuned run in out_dir
-        classifier, tokenizer, members = load_finetuned(cfg.out_dir, device)
-        classifier.to(device)
-        ctx = runtime.autocast(device, runtime.pick_dtype(cfg.dtype, device))
-        if cfg.eval_file:
-            report = evaluate_file(classifier, tokenizer, members[0], cfg.eval_file, cfg.batch_size, device, ctx)
-            write_json(report, Path(cfg.out_dir) / "eval.json")
-            print(f"wrote {cfg.out_dir}/eval.json")
-        if cfg.predict:
-            predict(classifier, tokenizer, members[0], cfg.predict, cfg.batch_size, device, ctx)
+        use_finetuned(*load_finetuned(cfg.out_dir, device), cfg, device)
     else:
         finetune(cfg, given)
 

@@ -15,7 +15,7 @@ import torch
 
 from common import runtime
 from common.checkpoint import load_gpt
-from common.cli import UserError, parse_config, run_main
+from common.cli import UserError, check_choice, check_ranges, parse_config, run_main
 from model import ATTENTION_KINDS
 from common.sources import read_text
 
@@ -39,22 +39,15 @@ class SampleConfig:
     attention: str = "auto"  # "manual", "sdpa", or auto: sdpa on a GPU, manual elsewhere, whatever the run trained with
 
     def __post_init__(self):
-        if self.num_samples <= 0 or self.max_new_tokens < 0:
-            raise ValueError("num_samples must be positive and max_new_tokens zero or more")
+        check_ranges(self, at_least_one=("num_samples", "window_step"), non_negative=("max_new_tokens",))
         if self.temperature != 0 and self.temperature < 1e-3:  # as greedy as 0, and tiny values overflow the logits
             raise ValueError(f"temperature must be 0 (greedy) or at least 0.001, got {self.temperature}")
         if self.top_k is not None and self.top_k <= 0:
             raise ValueError(f"top_k must be positive (or None), got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
-        if self.window_step < 1:
-            raise ValueError(f"window_step must be 1 or more, got {self.window_step}")
-        if self.attention not in ("auto", *ATTENTION_KINDS):
-            raise ValueError(f"attention must be auto, {' or '.join(ATTENTION_KINDS)}, got {self.attention!r}")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
-        if self.checkpoint not in ("best", "last"):
-            raise ValueError(f"checkpoint must be best or last, got {self.checkpoint!r}")
+        check_choice(self, "attention", ("auto", *ATTENTION_KINDS))
+        check_choice(self, "checkpoint", ("best", "last"))
 
 
 def read_prompt(start):

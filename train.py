@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from common import plots, runtime
 from common.checkpoint import check_new_run, check_resumable, load_checkpoint, load_gpt, load_model, save_checkpoint
-from common.cli import UserError, build_config, check_ranges, parse_options, resumed_config, run_main
+from common.cli import UserError, build_config, check_choice, check_ranges, parse_options, resumed_config, run_main
 from common.progress import format_duration, track
 from model import GPT, GPTConfig, adamw
 from common.tokenizer import load_tokenizer
@@ -94,8 +94,7 @@ class TrainConfig:
                      fractions=("beta1", "beta2"))
         if self.min_lr > self.learning_rate:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
-        if self.dtype not in ("auto", *runtime.DTYPES):
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        check_choice(self, "dtype", ("auto", *runtime.DTYPES))
         self.model_config(vocab_size=1, device="cpu")  # GPTConfig checks the model's fields
 
     def model_config(self, vocab_size, device):

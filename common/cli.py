@@ -64,6 +64,12 @@ def check_ranges(cfg, positive=(), at_least_one=(), non_negative=(), fractions=(
                 raise ValueError(f"--{name} must be {wanted}, got {getattr(cfg, name)}")
 
 
+def check_choice(cfg, name, choices):
+    """A config's __post_init__ check that the field name holds one of choices (a ValueError if not)."""
+    if getattr(cfg, name) not in choices:
+        raise ValueError(f"--{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
+
+
 def build_config(config_cls, values):
     try:
         return config_cls(**values)

@@ -1,19 +1,36 @@
 """
-Using a classifier: label probabilities for examples, the predicted labels (for tagging, the best
-valid IOB2 sequence), and their scores against the gold labels (finetuning/metrics.py); plus what
-finetune.py's --eval_file and --predict do with a finetuned run.
+Using a classifier, or an Ensemble of them: label probabilities for examples, the predicted labels
+(for tagging, the best valid IOB2 sequence), and their scores against the gold labels
+(finetuning/metrics.py); plus what finetune.py's --eval_file and --predict do with a finetuned run.
 """
 
+from pathlib import Path
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from common import runtime
 from common.cli import UserError
 from common.progress import track
-from common.sources import numbered_lines
+from common.sources import numbered_lines, write_json
 from finetuning.bow import bow_baseline
 from finetuning.metrics import format_report, headline, score
 from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
 from finetuning.tasks import TASKS, collate, encode_example, load_examples, max_tokens, split_path
+
+
+class Ensemble(nn.Module):
+    """Classifiers finetuned from the same start with different seeds, predicting together: their label
+    probabilities are averaged. Each one's mistakes partly differ, so the average makes fewer."""
+
+    def __init__(self, classifiers):
+        super().__init__()
+        self.members = nn.ModuleList(classifiers)
+
+    def forward(self, idx, mask):
+        probs = torch.stack([m(idx, mask).float().softmax(-1) for m in self.members])  # (M, B, L) or (M, B, T, L)
+        return probs.mean(0).log()  # logits whose softmax is the mean probability
 
 
 @torch.no_grad()
@@ -64,7 +81,6 @@ def texts_to_predict(spec):
     return [(f"{path}:{lineno}", line) for lineno, line in numbered_lines(path) if line.strip()]
 
 
-
 def evaluate_file(classifier, tokenizer, run, path, batch_size, device, ctx):
     """--eval_file: score a labelled file with a finetuned run (run: its first member's checkpoint
     dict, which holds the run's settings); for tagging, beside the most-frequent-tag baseline."""
@@ -100,6 +116,19 @@ def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
             print(" ".join(f"{word}/{tag}" for word, tag in zip(e.row["tokens"], predicted)))
         else:
             print(f"{predicted}\t{p.max().item():.3f}\t{e.row['text']}")
+
+
+def use_finetuned(classifier, tokenizer, members, cfg, device):
+    """What finetune.py does with a finished run instead of training (the three values of its
+    load_finetuned): --eval_file scores a labelled file into out_dir/eval.json, --predict labels texts."""
+    classifier.to(device)
+    ctx = runtime.autocast(device, runtime.pick_dtype(cfg.dtype, device))
+    if cfg.eval_file:
+        report = evaluate_file(classifier, tokenizer, members[0], cfg.eval_file, cfg.batch_size, device, ctx)
+        write_json(report, Path(cfg.out_dir) / "eval.json")
+        print(f"wrote {cfg.out_dir}/eval.json")
+    if cfg.predict:
+        predict(classifier, tokenizer, members[0], cfg.predict, cfg.batch_size, device, ctx)
 
 
 def score_split(classifier, name, examples, train_set, task, batch_size, device, ctx):

@@ -355,7 +355,7 @@ def test_every_train_config_sets_its_own_time_budget(path):
     assert "max_seconds" in parse_options(train.TrainConfig, [str(ROOT / "config" / path)])
 
 
-# ----------------------------------------------------------------------------- numbers that cannot train
+# ----------------------------------------------------------------------------- numbers and names that cannot train
 
 
 @pytest.mark.parametrize("script,option,message", [
@@ -371,8 +371,13 @@ def test_every_train_config_sets_its_own_time_budget(path):
     ("sample", "--top_p=nan", "top_p must be a finite number"),
     ("sample", "--temperature=1e-40", "temperature must be 0 (greedy) or at least 0.001"),
     ("train", "--seed=99999999999999999999999", "seed must be in [0, 2**32)"),
+    ("train", "--dtype=fp8", "--dtype must be one of auto, float32, bfloat16, float16, got 'fp8'"),
+    ("finetune", "--truncate=middle", "--truncate must be one of head, tail, head_tail, got 'middle'"),
+    ("sample", "--checkpoint=newest", "--checkpoint must be one of best, last, got 'newest'"),
+    ("sample", "--attention=flash", "--attention must be one of auto, manual, sdpa, got 'flash'"),
+    ("sample", "--num_samples=0", "--num_samples must be at least 1, got 0"),
 ])
-def test_every_number_rejects_what_cannot_train(script, option, message, run_dir, pretrained, sms_data, char_data,
+def test_every_option_rejects_what_cannot_train(script, option, message, run_dir, pretrained, sms_data, char_data,
                                                 tmp_path, capsys, monkeypatch):  # noqa: F811
     out = f"--out_dir={tmp_path / 'out'}"
     main, argv = {"train": (train.main, [f"--data_dir={char_data}", out, *TINY, "--max_iters=1"]),

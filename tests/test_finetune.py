@@ -24,6 +24,7 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import UserError
 from conftest import assert_close, max_error, tiny_gpt
 from finetune import Classifier, FinetuneConfig, TRAIN_MODES
+from finetuning.evaluate import Ensemble
 from finetuning.heads import build_head
 from finetuning.metrics import classification_report, entity_report, entity_spans
 from finetuning import prompting
@@ -198,7 +199,7 @@ def test_collate_pads_on_the_right():
 @pytest.mark.parametrize("heads", [["last", "mean", "mlp"], ["token", "token"]])
 def test_ensemble_averages_its_members_probabilities(heads):
     members = [Classifier(tiny_gpt(seed=s), build_head(head, 32, 5)) for s, head in enumerate(heads)]
-    ensemble = finetune.Ensemble(members).eval()
+    ensemble = Ensemble(members).eval()
     idx = torch.randint(0, 37, (3, 9))
     mask = torch.arange(9) < torch.tensor([[9], [5], [1]])  # (3, 9): rows of 9, 5 and 1 real tokens
     expected = torch.stack([m(idx, mask).softmax(-1) for m in members]).mean(0)  # (3, 5) or (3, 9, 5)
@@ -322,7 +323,7 @@ def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretr
     assert metrics["trainable_params"] == 2 * members[0]["trainable_params"]
 
     classifier, _, _ = finetune.load_finetuned(out)
-    assert isinstance(classifier, finetune.Ensemble) and len(classifier.members) == 2
+    assert isinstance(classifier, Ensemble) and len(classifier.members) == 2
     run([f"--out_dir={out}", f"--eval_file={sms_data / 'test.jsonl'}"])  # the ensemble, as training scored it
     assert json.loads((out / "eval.json").read_text())["confusion"] == metrics["test"]["confusion"]
     message = bad_input_error([f"--init_from={out}", f"--data_dir={sms_data}", f"--out_dir={tmp_path / 'again'}"])
@@ -549,11 +550,11 @@ def test_invalid_json_names_the_line(tmp_path, pretrained):
 
 @pytest.mark.parametrize("option,expected", [
     ("--head=cls", "unknown head 'cls'"),
-    ("--train=half", "unknown train mode 'half'"),
+    ("--train=half", "--train must be one of full, head, last_n, lora, adapter, prefix, got 'half'"),
     ("--lora_rank=0", "--lora_rank must be at least 1"),
     ("--lora_targets=attn.c_attn,attn.q", "no layer 'attn.q' in a GPT block"),
     ("--head=token", "--head=token does not fit sms_spam"),
-    ("--task=mnist", "unknown task 'mnist'"),
+    ("--task=mnist", "--task must be one of"),
     ("--members=0", "--members must be at least 1"),
     ("--dropout=1", "--dropout must be in [0, 1)"),
 ])
@@ -593,7 +594,7 @@ def test_init_from_nowhere(tmp_path):
 def test_the_command_line_prints_one_line_and_exits_2():
     result = subprocess.run([sys.executable, "finetune.py", "--train=half"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: unknown train mode 'half'") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --train must be one of") and result.stderr.count("\n") == 1
 
 
 def test_bench_table_runs_each_cell_once(tmp_path, pretrained, sms_data):
