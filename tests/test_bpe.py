@@ -8,10 +8,11 @@ from collections import Counter
 
 import pytest
 
-from common import bpe, sources
+from common import bpe
 from common.tokenizer import BPETokenizer, load_tokenizer
+from conftest import FIXTURE_DATA
 
-SHAKESPEARE = (sources.SHARED_DATA / "tinyshakespeare" / "input.txt").read_text()[:20_000]
+SHAKESPEARE = (FIXTURE_DATA / "tinyshakespeare" / "input.txt").read_text()  # 4 KB of the play
 UNICODE = "naïve café 東京 🙂👍🏽 e\u0301 ﬁ \x00\x07 \t\r\n\u2028 <|endoftext|> ÷×ß Ωμέγα   spaced  out\n\n"
 
 

@@ -15,8 +15,9 @@ import data.imdb_lm.prepare as imdb_lm
 from common import sources
 from common.cli import UserError
 from common.tokenizer import load_tokenizer
+from conftest import real_data
 
-IMDB = sources.SHARED_DATA / "imdb"
+IMDB_FILES = ("imdb/train.tsv", "imdb/test.tsv", "imdb/unsup.txt")  # the real data set, 130 MB: not a fixture
 
 
 def write_tsv(path, rows):
@@ -36,15 +37,17 @@ def texts(rows):
 
 
 def test_official_files_parse_exactly():
-    train = imdb.read_examples(IMDB / "train.tsv")
-    test = imdb.read_examples(IMDB / "test.tsv")
+    train_tsv, test_tsv, unsup_txt = real_data(*IMDB_FILES)
+    train = imdb.read_examples(train_tsv)
+    test = imdb.read_examples(test_tsv)
     assert Counter(e["label"] for e in train) == Counter(e["label"] for e in test) == {"negative": 12_500, "positive": 12_500}
     assert sum(e["text"].startswith('"') for e in train) > 500  # quoted texts survive: no csv quoting
     assert len(texts(train) & texts(test)) == 123  # the original release's overlap, per the README
-    assert len(imdb.read_unlabelled(IMDB / "unsup.txt")) == 50_000
+    assert len(imdb.read_unlabelled(unsup_txt)) == 50_000
 
 
 def test_prepare_is_stratified_reproducible_and_holds_out_evaluation_texts(tmp_path):
+    train_tsv = real_data(*IMDB_FILES)[0]
     imdb.prepare(out_dir=tmp_path / "a")
     imdb.prepare(out_dir=tmp_path / "b")
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "split.json"):
@@ -53,7 +56,7 @@ def test_prepare_is_stratified_reproducible_and_holds_out_evaluation_texts(tmp_p
     assert Counter(e["label"] for e in parts["val"]) == {"negative": 1_250, "positive": 1_250}
     assert len(parts["test"]) == 25_000
     assert not texts(parts["train"]) & (texts(parts["val"]) | texts(parts["test"]))
-    official = imdb.read_examples(IMDB / "train.tsv")
+    official = imdb.read_examples(train_tsv)
     dropped = sources.read_json(tmp_path / "a" / "split.json")["train rows dropped as copies of a val or test text"]
     assert len(parts["train"]) + len(parts["val"]) + dropped == len(official)
     assert 0 < dropped < 200  # the 123 test texts and a few repeated train texts, not more
