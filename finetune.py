@@ -67,6 +67,7 @@ class Classifier(nn.Module):
 # ----------------------------------------------------------------------------- train modes
 
 def train_everything(classifier, cfg):
+    """Full finetuning: every weight of the body and the head learns."""
     classifier.requires_grad_(True)
 
 
