@@ -16,7 +16,7 @@ log_interval = 25
 
 dataset = "imdb_lm"  # data/imdb_lm/prepare.py
 batch_size = 16
-block_size = 256  # a review is ~320 tokens on average: finetuning reads longer ones in pieces
+block_size = 256  # a review is ~320 tokens on average: finetuning keeps 256 of a longer one (--truncate)
 
 n_layer = 4
 n_head = 4
