@@ -2,7 +2,7 @@
 # python train.py config/train_shakespeare_char.py
 # On a CPU, shrink it (see the README): --device=cpu --n_layer=4 --n_embd=128 --block_size=64 ...
 
-out_dir = "out-shakespeare-char"
+out_dir = "out-shakespeare-char-gpu"  # its own: the default run (python train.py) is out-shakespeare-char
 eval_interval = 250  # evaluate often: this small model overfits
 eval_iters = 200
 log_interval = 10
