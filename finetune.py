@@ -5,7 +5,7 @@ Finetune a pretrained GPT to classify texts or tag words, evaluate it, and predi
     python finetune.py config/finetune_sms_spam.py    # train; out_dir gets best.pt and metrics.json
     python finetune.py config/finetune_sms_spam.py --device=cpu --max_iters=20 --eval_interval=10  # a quick CPU check
     python finetune.py config/finetune_sms_spam.py --train=lora --lora_rank=8 --head=mean
-    python finetune.py --out_dir=out-sms-spam --eval_file=data/sms_spam/test.jsonl   # also writes out_dir/eval.json
+    python finetune.py --out_dir=out-sms-spam --eval_file=data/sms_spam/test.jsonl   # writes out_dir/eval_test.json
     python finetune.py --out_dir=out-sms-spam --predict="WINNER!! Claim your prize"   # or FILE:path, a text per line
     python finetune.py config/finetune_sst2.py --zero_shot=True --shots=4         # no training: prompt scoring
     python finetune.py config/finetune_sms_spam.py --resume=True      # continue an interrupted run (out_dir/last.pt)
@@ -155,7 +155,7 @@ class FinetuneConfig:
     resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with its own options
     overwrite: bool = False  # a new run may replace the run already in out_dir (otherwise refused)
     # instead of training: use the finetuned run in out_dir
-    eval_file: str = ""  # score this labelled file (.jsonl, or the task's raw format) -> out_dir/eval.json
+    eval_file: str = ""  # score this labelled file (.jsonl, or the task's raw format) -> out_dir/eval_<name>.json
     predict: str = ""  # label this text, or every line of FILE:path
     # instead of training: score each label's verbalizer with the pretrained LM (init_from)
     zero_shot: bool = False

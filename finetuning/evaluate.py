@@ -120,13 +120,15 @@ def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
 
 def use_finetuned(classifier, tokenizer, members, cfg, device):
     """What finetune.py does with a finished run instead of training (the three values of its
-    load_finetuned): --eval_file scores a labelled file into out_dir/eval.json, --predict labels texts."""
+    load_finetuned): --eval_file scores a labelled file into out_dir/eval_<its name>.json (a report per
+    file scored, so scoring val after test keeps test's), --predict labels texts."""
     classifier.to(device)
     ctx = runtime.autocast(device, runtime.pick_dtype(cfg.dtype, device))
     if cfg.eval_file:
         report = evaluate_file(classifier, tokenizer, members[0], cfg.eval_file, cfg.batch_size, device, ctx)
-        write_json(report, Path(cfg.out_dir) / "eval.json")
-        print(f"wrote {cfg.out_dir}/eval.json")
+        path = Path(cfg.out_dir) / f"eval_{Path(cfg.eval_file).stem}.json"
+        write_json(report, path)
+        print(f"wrote {path}")
     if cfg.predict:
         predict(classifier, tokenizer, members[0], cfg.predict, cfg.batch_size, device, ctx)
 

@@ -295,7 +295,7 @@ def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, caps
 
     eval_file = write_jsonl(tmp_path / "eval.jsonl", [{"text": SPAM[0], "label": "spam"}, {"text": HAM[0], "label": "ham"}])
     run([f"--out_dir={out}", f"--eval_file={eval_file}"])
-    report = json.loads((out / "eval.json").read_text())
+    report = json.loads((out / "eval_eval.json").read_text())
     assert report["n"] == 2 and sum(map(sum, report["confusion"])) == 2
     assert {"accuracy", "macro_f1", "per_class", "confusion"} <= set(report)
 
@@ -325,7 +325,10 @@ def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretr
     classifier, _, _ = finetune.load_finetuned(out)
     assert isinstance(classifier, Ensemble) and len(classifier.members) == 2
     run([f"--out_dir={out}", f"--eval_file={sms_data / 'test.jsonl'}"])  # the ensemble, as training scored it
-    assert json.loads((out / "eval.json").read_text())["confusion"] == metrics["test"]["confusion"]
+    assert json.loads((out / "eval_test.json").read_text())["confusion"] == metrics["test"]["confusion"]
+    run([f"--out_dir={out}", f"--eval_file={sms_data / 'val.jsonl'}"])  # a second file keeps the first's report
+    assert json.loads((out / "eval_val.json").read_text())["confusion"] == metrics["val"]["confusion"]
+    assert (out / "eval_test.json").exists()
     message = bad_input_error([f"--init_from={out}", f"--data_dir={sms_data}", f"--out_dir={tmp_path / 'again'}"])
     assert "holds 2 finetuned models (--members), not one GPT" in message
 
@@ -406,7 +409,7 @@ def test_ner_run_scores_entities_and_tags_words(tmp_path, pretrained, capsys):
     raw = tmp_path / "test.txt"  # CoNLL's own format, read by data/conll2003/prepare.py
     raw.write_text("-DOCSTART- O\n\nPeter B-PER\nvisited O\nBRUSSELS B-LOC\n")
     run([f"--out_dir={out}", f"--eval_file={raw}"])
-    report = json.loads((out / "eval.json").read_text())
+    report = json.loads((out / "eval_test.json").read_text())
     assert report["entities"]["overall"]["gold"] == 2 and report["n"] == 3
     assert report["baseline"]["entities"]["overall"]["f1"] == 1.0
 
