@@ -16,7 +16,6 @@ import importlib
 import importlib.util
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ import torch.distributed as dist
 from common import plots, runtime
 from common.checkpoint import check_new_run, check_resumable, load_checkpoint, load_gpt, load_model, save_checkpoint
 from common.cli import UserError, build_config, check_choice, check_ranges, parse_options, resumed_config, run_main
-from common.progress import format_duration, track
+from common.progress import Logger, format_duration, track
 from model import GPT, GPTConfig, adamw
 from common.tokenizer import load_tokenizer
 
@@ -298,7 +297,7 @@ def estimate_loss(model, batches, eval_iters, ctx, device, seed):
     return out
 
 
-# ----------------------------------------------------------------------------- checkpoints and logs
+# ----------------------------------------------------------------------------- checkpoints (the log: common/progress.Logger)
 
 def make_checkpoint(model, optimizer, scaler, batches, cfg, meta, iter_num, best_val_loss, seconds=0.0):
     """Everything a run needs to go on exactly as if it had never stopped, in plain tensors and
@@ -328,48 +327,6 @@ def dropout_seed(seed, rank, iter_num):
     drops different units, and a resumed run (on any rank) drops exactly the units the uninterrupted
     run would, with no per-rank random state to save. SeedSequence mixes the three numbers well."""
     return int(np.random.SeedSequence([seed, rank, iter_num]).generate_state(1)[0])
-
-
-class Logger:
-    """Console lines, out_dir/log.jsonl (one JSON object per line), and optionally wandb. Making one
-    starts the run's files: out_dir is created, and log.jsonl begins empty for a new run or, for a
-    resumed one, is cut back to the iteration it resumes from (it trains and logs the later ones again)."""
-
-    def __init__(self, cfg, iter_num):
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        self.path = Path(cfg.out_dir) / "log.jsonl"
-        kept = log_lines_until(self.path, iter_num) if cfg.init_from == "resume" else []
-        tmp = self.path.with_name("log.jsonl.tmp")  # replaced in one step, as checkpoints are
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
-        self.wandb = None
-        if cfg.wandb_log:
-            import wandb  # imported only when asked for: it is an optional package
-            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
-
-    def log(self, record):
-        with open(self.path, "a") as f:  # appended and closed at once: a crash loses no earlier line
-            f.write(json.dumps(record) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(record, step=record["iter"])
-
-    def close(self):
-        if self.wandb is not None:
-            self.wandb.finish()  # uploads what is left now: a torchrun rank exits without Python's shutdown
-
-
-def log_lines_until(path, iter_num):
-    """The lines of a log.jsonl up to iteration iter_num; a line cut short by a killed run is dropped."""
-    if not path.exists():
-        return []
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["iter"] <= iter_num:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    return kept
 
 
 # ----------------------------------------------------------------------------- the training loop

@@ -10,10 +10,15 @@ In a log file or CI, where every redraw would pile up in one endless line, a pla
 printed now and then instead. A job that ends within a few seconds leaves no line behind, so
 short evaluations inside a training loop don't bury its log. train.py, finetune.py, downloads
 and the slower data preparation steps, and tools/bench*.py report progress through this module.
+train.py's Logger also keeps a run's figures: out_dir/log.jsonl, and wandb when asked for.
 """
 
+import json
+import os
 import sys
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 TERMINAL_EVERY = 0.2  # seconds between redraws in a terminal
 LOG_EVERY = 30.0  # seconds between lines in a log file
@@ -107,3 +112,45 @@ def track(iterable, what, unit="steps"):
             progress.update(done)
     finally:
         progress.close()
+
+
+class Logger:
+    """A training run's figures: out_dir/log.jsonl (one JSON object per line), and wandb if asked. Making one
+    starts the run's files: out_dir is created, and log.jsonl begins empty for a new run or, for a
+    resumed one, is cut back to the iteration it resumes from (it trains and logs the later ones again)."""
+
+    def __init__(self, cfg, iter_num):
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        self.path = Path(cfg.out_dir) / "log.jsonl"
+        kept = log_lines_until(self.path, iter_num) if cfg.init_from == "resume" else []
+        tmp = self.path.with_name("log.jsonl.tmp")  # replaced in one step, as checkpoints are
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+        self.wandb = None
+        if cfg.wandb_log:
+            import wandb  # imported only when asked for: it is an optional package
+            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
+
+    def log(self, record):
+        with open(self.path, "a") as f:  # appended and closed at once: a crash loses no earlier line
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(record, step=record["iter"])
+
+    def close(self):
+        if self.wandb is not None:
+            self.wandb.finish()  # uploads what is left now: a torchrun rank exits without Python's shutdown
+
+
+def log_lines_until(path, iter_num):
+    """The lines of a log.jsonl up to iteration iter_num; a line cut short by a killed run is dropped."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["iter"] <= iter_num:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return kept
