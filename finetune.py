@@ -43,7 +43,8 @@ from finetuning.lora import LORA_TARGETS, apply_lora, check_lora
 from finetuning.metrics import headline
 from finetuning.prefix import Prefix
 from finetuning.prompting import zero_shot
-from finetuning.tasks import TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, training_batches
+from finetuning.tasks import (TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, texts,
+                              training_batches)
 from model import GPT, GPTConfig, adamw, masked_cross_entropy
 from train import get_lr, optimizer_step
 
@@ -143,7 +144,8 @@ class FinetuneConfig:
     max_iters: int = 0  # ... unless this is positive: then exactly this many iterations
     max_train: int = 0  # use only the first max_train training examples (quick runs); 0 = all
     max_len: int = 128  # tokens kept of each example (the rest is cut off); at most the model's block_size
-    truncate: str = "head"  # which of a longer text's tokens: head, tail or head_tail (finetuning/tasks.py)
+    truncate: str = "head"  # which of a longer text's tokens: head, tail, head_tail, or all of them in
+    #                         chunks whose label probabilities are averaged (finetuning/tasks.py)
     eval_interval: int = 0  # score val every this many iterations; 0 = once an epoch
     test: bool = True  # score the test split at the end; False while settings are still being chosen on val
     log_interval: int = 20
@@ -312,7 +314,8 @@ def finetune(cfg, given):
         return load_examples(split_path(cfg.data_dir, cfg.task, split), cfg.task, tokenizer, max_len, limit, cfg.truncate)
 
     train_set, val_set = examples("train", cfg.max_train), examples("val")
-    print(f"{len(train_set)} training and {len(val_set)} validation examples of {cfg.task}")
+    print(f"{len(texts(train_set))} training and {len(texts(val_set))} validation examples of {cfg.task}"
+          + (f" ({len(train_set)} and {len(val_set)} chunks)" if cfg.truncate == "chunks" else ""))
 
     # each member starts from the same pretrained weights, with its own seed
     run = Run(tokenizer, done, time.time() - (run_files["train_seconds"] if run_files else 0.0), run_files)

@@ -17,7 +17,7 @@ from common.sources import numbered_lines, write_json
 from finetuning.bow import bow_baseline
 from finetuning.metrics import format_report, headline, score
 from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
-from finetuning.tasks import TASKS, collate, encode_example, load_examples, max_tokens, split_path
+from finetuning.tasks import TASKS, collate, encode_row, load_examples, max_tokens, split_path, texts
 
 
 class Ensemble(nn.Module):
@@ -51,6 +51,18 @@ def predict_probs(classifier, examples, batch_size, device, ctx):
     return probs
 
 
+def per_text(probs, examples):
+    """--truncate=chunks reads a long text as several examples: the text's label probabilities are the
+    mean of its chunks'. -> (probs, examples), one of each per text (its first chunk's Example)."""
+    firsts, groups = [], []
+    for p, e in zip(probs, examples):
+        if e.chunk == 0:  # a text's chunks follow its first one
+            firsts.append(e)
+            groups.append([])
+        groups[-1].append(p)
+    return [torch.stack(g).mean(0) for g in groups], firsts
+
+
 def predicted_labels(probs, examples, labels):
     """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence."""
     outside = F.one_hot(torch.tensor(0), len(labels)).float()  # (L,) certainly "O" (labels[0])
@@ -69,7 +81,7 @@ def gold_labels(examples):
 
 
 def evaluate(classifier, examples, labels, batch_size, device, ctx):
-    probs = predict_probs(classifier, examples, batch_size, device, ctx)
+    probs, examples = per_text(predict_probs(classifier, examples, batch_size, device, ctx), examples)
     return score(gold_labels(examples), predicted_labels(probs, examples, labels), labels)
 
 
@@ -109,8 +121,8 @@ def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
         if not text.strip():
             raise UserError(f"{where}: empty text")
         row = {"tokens": text.split()} if task.per_token else {"text": text}
-        examples.append(encode_example(row, task, tokenizer, max_len, where, run["config"].get("truncate", "head")))
-    probs = predict_probs(classifier, examples, batch_size, device, ctx)
+        examples.extend(encode_row(row, task, tokenizer, max_len, where, run["config"].get("truncate", "head")))
+    probs, examples = per_text(predict_probs(classifier, examples, batch_size, device, ctx), examples)
     for p, e, predicted in zip(probs, examples, predicted_labels(probs, examples, run["labels"])):
         if task.per_token:
             print(" ".join(f"{word}/{tag}" for word, tag in zip(e.row["tokens"], predicted)))
@@ -158,8 +170,8 @@ def score_run(classifier, members, splits, train_set, task, batch_size, device, 
     for name, examples in splits.items():
         metrics.update(score_split(classifier, name, examples, train_set, task, batch_size, device, ctx))
     if not task.per_token:  # the bar to clear: 1-2-gram logistic regression fitted on the same training rows
-        rows = {name: [e.row for e in examples] for name, examples in splits.items()}
-        metrics["bow_baseline"] = bow_baseline([e.row for e in train_set], rows, task.labels)
+        rows = {name: texts(examples) for name, examples in splits.items()}
+        metrics["bow_baseline"] = bow_baseline(texts(train_set), rows, task.labels)
         print("bag-of-words baseline: " + ", ".join(f"{name} accuracy {r['accuracy']:.4f}"
                                                     for name, r in metrics["bow_baseline"].items()))
     return metrics

@@ -69,6 +69,7 @@ class Example:
     ids: list  # token ids, cut to max_len
     target: int | list | None  # label index; for tagging one per token (-1: not a word's first piece)
     first_pieces: list | None = None  # tagging: the position of each word's first token
+    chunk: int = 0  # --truncate=chunks: which window of its text (0, 1, ...); the text's others follow it
 
 
 def read_rows(path, task_name):
@@ -119,40 +120,54 @@ def check_row(row, task, where):
             raise UserError(f"{where}: unknown label {label!r}; expected one of {', '.join(task.labels)}")
 
 
-TRUNCATIONS = ("head", "tail", "head_tail")
+TRUNCATIONS = ("head", "tail", "head_tail", "chunks")
 
 
 def cut(ids, max_len, truncate):
-    """At most max_len of a text's tokens: its first ones (head), its last (tail), or a quarter from
-    the start and the rest from the end (head_tail: a review's opening and its verdict; Sun et al.
-    2019 found it best for BERT on IMDb, https://arxiv.org/abs/1905.05583)."""
+    """The pieces of a text's tokens that the model reads, each at most max_len long. One piece: the
+    first tokens (head), the last (tail), or a quarter from the start and the rest from the end
+    (head_tail: a review's opening and its verdict; Sun et al. 2019 found it best for BERT on IMDb,
+    https://arxiv.org/abs/1905.05583). Or every token (chunks): windows of max_len one after another,
+    the last one ending at the text's end (so it overlaps the one before it, and is never short)."""
     if max_len is None or len(ids) <= max_len:  # None: keep every token
-        return ids
+        return [ids]
+    if truncate == "chunks":
+        starts = list(range(0, len(ids) - max_len, max_len)) + [len(ids) - max_len]
+        return [ids[s : s + max_len] for s in starts]
     if truncate == "tail":
-        return ids[-max_len:]
+        return [ids[-max_len:]]
     if truncate == "head_tail":
         head = max_len // 4
-        return ids[:head] + ids[len(ids) - (max_len - head):]
-    return ids[:max_len]
+        return [ids[:head] + ids[len(ids) - (max_len - head):]]
+    return [ids[:max_len]]
 
 
-def encode_example(row, task, tokenizer, max_len, where, truncate="head"):
-    """Tokenize one row, cut to max_len tokens (a tagged sentence keeps its head; a text as truncate
-    says); a row without its label (a text to predict) gets target None."""
+def encode_row(row, task, tokenizer, max_len, where, truncate="head"):
+    """Tokenize one row into its Examples: one, cut to max_len tokens (a tagged sentence keeps its head;
+    a text as truncate says), or for --truncate=chunks one per window of a long text, each with the
+    text's label. A row without its label (a text to predict) gets target None."""
     labelled = ("tags" if task.per_token else "label") in row
     try:
         if task.per_token:
             labels = [task.labels.index(t) for t in row["tags"]] if labelled else [-1] * len(row["tokens"])
             ids, targets, first_pieces = align_word_labels(tokenizer, row["tokens"], labels)
-            return Example(row, ids[:max_len], targets[:max_len] if labelled else None, first_pieces)
+            return [Example(row, ids[:max_len], targets[:max_len] if labelled else None, first_pieces)]
         ids = tokenizer.encode(row["text"])
     except UserError as e:  # a character-level tokenizer meeting a character it has never seen
         raise UserError(f"{where}: {e}; finetune a model whose tokenizer covers this text "
                         f"(a GPT-2 BPE model)") from None
-    return Example(row, cut(ids, max_len, truncate), task.labels.index(row["label"]) if labelled else None)
+    target = task.labels.index(row["label"]) if labelled else None
+    return [Example(row, piece, target, chunk=k) for k, piece in enumerate(cut(ids, max_len, truncate))]
+
+
+def texts(examples):
+    """The rows behind examples, each once (a text cut into chunks is several examples)."""
+    return [e.row for e in examples if e.chunk == 0]
 
 
 def load_examples(path, task_name, tokenizer, max_len, limit=0, truncate="head"):
+    """The Examples of a labelled file's first limit rows (0: all), in its order: a text cut into
+    chunks is several Examples, one after another."""
     task = TASKS[task_name]
     pairs = read_rows(path, task_name)
     if not pairs:
@@ -162,7 +177,7 @@ def load_examples(path, task_name, tokenizer, max_len, limit=0, truncate="head")
     examples = []
     for where, row in pairs:
         check_row(row, task, where)
-        examples.append(encode_example(row, task, tokenizer, max_len, where, truncate))
+        examples.extend(encode_row(row, task, tokenizer, max_len, where, truncate))
     return examples
 
 

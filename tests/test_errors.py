@@ -372,7 +372,7 @@ def test_every_train_config_sets_its_own_time_budget(path):
     ("sample", "--temperature=1e-40", "temperature must be 0 (greedy) or at least 0.001"),
     ("train", "--seed=99999999999999999999999", "seed must be in [0, 2**32)"),
     ("train", "--dtype=fp8", "--dtype must be one of auto, float32, bfloat16, float16, got 'fp8'"),
-    ("finetune", "--truncate=middle", "--truncate must be one of head, tail, head_tail, got 'middle'"),
+    ("finetune", "--truncate=middle", "--truncate must be one of head, tail, head_tail, chunks, got 'middle'"),
     ("sample", "--checkpoint=newest", "--checkpoint must be one of best, last, got 'newest'"),
     ("sample", "--attention=flash", "--attention must be one of auto, manual, sdpa, got 'flash'"),
     ("sample", "--num_samples=0", "--num_samples must be at least 1, got 0"),

@@ -7,6 +7,7 @@ they need no GPT-2 files; zero- and few-shot run on a model built so that the an
     python -m pytest tests/test_finetune.py -q
 """
 
+import contextlib
 import json
 import math
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from tools import bench_finetune
@@ -24,12 +26,12 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import UserError
 from conftest import assert_close, max_error, tiny_gpt
 from finetune import Classifier, FinetuneConfig, TRAIN_MODES
-from finetuning.evaluate import Ensemble
+from finetuning.evaluate import Ensemble, evaluate, per_text
 from finetuning.heads import build_head
 from finetuning.metrics import classification_report, entity_report, entity_spans
 from finetuning import prompting
 from finetuning.prompting import continuation_logprobs, few_shot_prefix
-from finetuning.tasks import collate, cut, encode_example
+from finetuning.tasks import Example, collate, cut, encode_row, texts
 from common.tokenizer import CharTokenizer
 from model import GPT, GPTConfig
 
@@ -188,7 +190,7 @@ def test_collate_pads_on_the_right():
     task = finetune.TASKS["conll2003"]
     tok = CharTokenizer(CHARS)  # one token per character: "EU BRUSSELS" is 11, "Peter" 5
     rows = [{"tokens": ["EU", "BRUSSELS"], "tags": ["B-ORG", "B-LOC"]}, {"tokens": ["Peter"], "tags": ["B-PER"]}]
-    examples = [encode_example(r, task, tok, 64, "test") for r in rows]
+    examples = [e for r in rows for e in encode_row(r, task, tok, 64, "test")]
     idx, mask, targets = collate(examples, "cpu")
     assert mask.tolist() == [[True] * 11, [True] * 5 + [False] * 6]
     assert idx[0].tolist() == tok.encode("EU BRUSSELS") and idx[1, :5].tolist() == tok.encode("Peter")
@@ -306,6 +308,21 @@ def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, caps
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[2] for line in lines] == ["free cash now", "see you soon"]
     assert all(line.split("\t")[0] in ("ham", "spam") for line in lines)
+
+
+def test_chunked_texts_train_as_windows_and_score_once(tmp_path, pretrained, sms_data, capsys):
+    # --truncate=chunks --max_len=8: each message is several windows of 8 characters, every one a
+    # training example with its message's label, while a split scores each message once
+    out = tmp_path / "out"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--truncate=chunks",
+         "--max_len=8", *QUICK])
+    windows = sum(math.ceil(len(t) / 8) for t in SPAM + HAM)
+    assert f"7 training and 7 validation examples of sms_spam ({windows} and {windows} chunks)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val"]["n"] == metrics["test"]["n"] == 7
+    assert metrics["bow_baseline"]["val"]["n"] == metrics["bow_baseline"]["test"]["n"] == 7
+    run([f"--out_dir={out}", f"--predict={SPAM[0]}"])  # 4 windows, one answer
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretrained, sms_data):
@@ -501,17 +518,47 @@ def confusion(gold, predicted, labels=("ham", "spam")):
 
 
 @pytest.mark.parametrize("truncate,expected", [
-    ("head", [0, 1, 2, 3, 4, 5, 6, 7]),
-    ("tail", [4, 5, 6, 7, 8, 9, 10, 11]),
-    ("head_tail", [0, 1, 6, 7, 8, 9, 10, 11]),  # a quarter from the start, the rest from the end
+    ("head", [[0, 1, 2, 3, 4, 5, 6, 7]]),
+    ("tail", [[4, 5, 6, 7, 8, 9, 10, 11]]),
+    ("head_tail", [[0, 1, 6, 7, 8, 9, 10, 11]]),  # a quarter from the start, the rest from the end
+    ("chunks", [[0, 1, 2, 3, 4, 5, 6, 7], [4, 5, 6, 7, 8, 9, 10, 11]]),  # the last window ends at the end
 ])
 def test_long_texts_are_cut_as_truncate_says(truncate, expected):
     assert cut(list(range(12)), 8, truncate) == expected
-    assert cut(list(range(8)), 8, truncate) == list(range(8))  # a text that fits is kept whole
-    row = {"text": " ".join(f"w{i}" for i in range(40)), "label": "ham"}
+    assert cut(list(range(8)), 8, truncate) == [list(range(8))]  # a text that fits is kept whole
+    row = {"text": " ".join(f"w{i}" for i in range(40)), "label": "spam"}
     tokenizer = CharTokenizer(CHARS)
-    example = encode_example(row, finetune.TASKS["sms_spam"], tokenizer, 8, "row 1", truncate)
-    assert example.ids == cut(tokenizer.encode(row["text"]), 8, truncate)
+    examples = encode_row(row, finetune.TASKS["sms_spam"], tokenizer, 8, "row 1", truncate)
+    assert [e.ids for e in examples] == cut(tokenizer.encode(row["text"]), 8, truncate)
+    assert [e.chunk for e in examples] == list(range(len(examples)))
+    assert all(e.row is row and e.target == 1 for e in examples)  # each chunk has its text's label
+
+
+def test_chunks_cover_every_token_in_full_windows():
+    ids = list(range(20))
+    chunks = cut(ids, 8, "chunks")
+    assert chunks == [ids[0:8], ids[8:16], ids[12:20]]
+    assert cut(list(range(16)), 8, "chunks") == [list(range(8)), list(range(8, 16))]  # no overlap needed
+
+
+def test_a_chunked_text_is_scored_by_its_chunks_mean_probability():
+    # two texts: the first in three chunks, the second whole; a chunk's probabilities are set by its first token
+    row_a, row_b = {"text": "a", "label": "spam"}, {"text": "b", "label": "ham"}
+    examples = [Example(row_a, [0], 1, chunk=0), Example(row_a, [1], 1, chunk=1), Example(row_a, [2], 1, chunk=2),
+                Example(row_b, [3], 0)]
+    spam = torch.tensor([0.9, 0.2, 0.3, 0.1])  # chunk 0 says spam, the others ham: the mean 0.467 says ham
+
+    class FirstToken(nn.Module):
+        def forward(self, idx, mask):
+            p = spam[idx[:, 0]]
+            return torch.stack([1 - p, p], dim=-1).log()  # (B, 2)
+
+    report = evaluate(FirstToken(), examples, ("ham", "spam"), 2, "cpu", contextlib.nullcontext())
+    assert report["confusion"] == confusion(["spam", "ham"], ["ham", "ham"])  # two texts, not four chunks
+    probs, firsts = per_text([torch.tensor([1 - p, p]) for p in spam.tolist()], examples)
+    assert firsts == [examples[0], examples[3]]
+    assert probs[0][1].item() == pytest.approx((0.9 + 0.2 + 0.3) / 3) and probs[1][1].item() == pytest.approx(0.1)
+    assert texts(examples) == [row_a, row_b]
 
 
 def test_few_shot_prompt_shows_every_label():
