@@ -158,6 +158,7 @@ class FinetuneConfig:
     overwrite: bool = False  # a new run may replace the run already in out_dir (otherwise refused)
     # instead of training: use the finetuned run in out_dir
     eval_file: str = ""  # score this labelled file (.jsonl, or the task's raw format) -> out_dir/eval_<name>.json
+    #                      (with --truncate, long texts are read its way, not the run's: eval_<name>_<truncate>.json)
     predict: str = ""  # label this text, or every line of FILE:path
     # instead of training: score each label's verbalizer with the pretrained LM (init_from)
     zero_shot: bool = False
@@ -347,7 +348,7 @@ def main(argv):
     if cfg.zero_shot:  # no training: the pretrained LM itself, prompted
         zero_shot(*load_pretrained(cfg, device), cfg, device)
     elif cfg.eval_file or cfg.predict:  # no training: the finetuned run in out_dir
-        use_finetuned(*load_finetuned(cfg.out_dir, device), cfg, device)
+        use_finetuned(*load_finetuned(cfg.out_dir, device), cfg, device, given.get("truncate"))
     else:
         finetune(cfg, given)
 

@@ -93,15 +93,15 @@ def texts_to_predict(spec):
     return [(f"{path}:{lineno}", line) for lineno, line in numbered_lines(path) if line.strip()]
 
 
-def evaluate_file(classifier, tokenizer, run, path, batch_size, device, ctx):
+def evaluate_file(classifier, tokenizer, run, path, truncate, batch_size, device, ctx):
     """--eval_file: score a labelled file with a finetuned run (run: its first member's checkpoint
-    dict, which holds the run's settings); for tagging, beside the most-frequent-tag baseline."""
+    dict, which holds the run's settings), reading long texts as truncate says; for tagging, beside
+    the most-frequent-tag baseline."""
     task_name, labels = run["config"]["task"], run["labels"]
     max_len = max_tokens(run["config"], run["model_args"]["block_size"])
-    truncate = run["config"].get("truncate", "head")  # runs from before --truncate kept the head
     examples = load_examples(path, task_name, tokenizer, max_len, truncate=truncate)
     report = evaluate(classifier, examples, labels, batch_size, device, ctx)
-    report["eval_file"] = str(path)
+    report["eval_file"], report["truncate"] = str(path), truncate
     print(f"--- {path}\n{format_report(report)}")
     train_path = split_path(run["config"]["data_dir"], task_name, "train")
     if TASKS[task_name].per_token and train_path.is_file():  # the baseline needs the run's training words
@@ -111,9 +111,9 @@ def evaluate_file(classifier, tokenizer, run, path, batch_size, device, ctx):
     return report
 
 
-def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
+def predict(classifier, tokenizer, run, spec, truncate, batch_size, device, ctx):
     """--predict: print the label of a text (or of each line of FILE:path), with its probability;
-    for tagging, each word/TAG."""
+    for tagging, each word/TAG. Long texts are read as truncate says."""
     task = TASKS[run["config"]["task"]]
     max_len = max_tokens(run["config"], run["model_args"]["block_size"])
     examples = []
@@ -121,7 +121,7 @@ def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
         if not text.strip():
             raise UserError(f"{where}: empty text")
         row = {"tokens": text.split()} if task.per_token else {"text": text}
-        examples.extend(encode_row(row, task, tokenizer, max_len, where, run["config"].get("truncate", "head")))
+        examples.extend(encode_row(row, task, tokenizer, max_len, where, truncate))
     probs, examples = per_text(predict_probs(classifier, examples, batch_size, device, ctx), examples)
     for p, e, predicted in zip(probs, examples, predicted_labels(probs, examples, run["labels"])):
         if task.per_token:
@@ -130,19 +130,25 @@ def predict(classifier, tokenizer, run, spec, batch_size, device, ctx):
             print(f"{predicted}\t{p.max().item():.3f}\t{e.row['text']}")
 
 
-def use_finetuned(classifier, tokenizer, members, cfg, device):
+def use_finetuned(classifier, tokenizer, members, cfg, device, truncate=None):
     """What finetune.py does with a finished run instead of training (the three values of its
     load_finetuned): --eval_file scores a labelled file into out_dir/eval_<its name>.json (a report per
-    file scored, so scoring val after test keeps test's), --predict labels texts."""
+    file scored, so scoring val after test keeps test's), --predict labels texts. Long texts are read
+    as the run trained, unless truncate (--truncate given with them) says otherwise: a run trained on
+    one window of each text may score better reading them whole (chunks); its report then gets a name
+    of its own, eval_<name>_<truncate>.json."""
     classifier.to(device)
     ctx = runtime.autocast(device, runtime.pick_dtype(cfg.dtype, device))
+    own = members[0]["config"].get("truncate", "head")  # runs from before --truncate kept the head
+    truncate = truncate or own
     if cfg.eval_file:
-        report = evaluate_file(classifier, tokenizer, members[0], cfg.eval_file, cfg.batch_size, device, ctx)
-        path = Path(cfg.out_dir) / f"eval_{Path(cfg.eval_file).stem}.json"
+        report = evaluate_file(classifier, tokenizer, members[0], cfg.eval_file, truncate, cfg.batch_size, device, ctx)
+        name = Path(cfg.eval_file).stem + ("" if truncate == own else f"_{truncate}")
+        path = Path(cfg.out_dir) / f"eval_{name}.json"
         write_json(report, path)
         print(f"wrote {path}")
     if cfg.predict:
-        predict(classifier, tokenizer, members[0], cfg.predict, cfg.batch_size, device, ctx)
+        predict(classifier, tokenizer, members[0], cfg.predict, truncate, cfg.batch_size, device, ctx)
 
 
 def score_split(classifier, name, examples, train_set, task, batch_size, device, ctx):

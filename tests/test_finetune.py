@@ -325,6 +325,22 @@ def test_chunked_texts_train_as_windows_and_score_once(tmp_path, pretrained, sms
     assert len(capsys.readouterr().out.splitlines()) == 1
 
 
+def test_a_run_can_score_reading_texts_another_way(tmp_path, pretrained, sms_data, capsys):
+    # trained on each message's first 8 characters, scored on every window of them: a report of its own
+    out = tmp_path / "out"
+    run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--max_len=8", *QUICK])
+    test_file = sms_data / "test.jsonl"
+    run([f"--out_dir={out}", f"--eval_file={test_file}"])
+    run([f"--out_dir={out}", f"--eval_file={test_file}", "--truncate=chunks"])
+    own, chunked = (json.loads((out / f"eval_test{suffix}.json").read_text()) for suffix in ("", "_chunks"))
+    assert (own["truncate"], chunked["truncate"]) == ("head", "chunks")
+    assert own["confusion"] == json.loads((out / "metrics.json").read_text())["test"]["confusion"]
+    assert chunked["n"] == own["n"] == 7
+    capsys.readouterr()
+    run([f"--out_dir={out}", f"--predict={SPAM[0]}", "--truncate=chunks"])
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
 def test_members_train_with_their_own_seeds_and_predict_together(tmp_path, pretrained, sms_data):
     out = tmp_path / "out"
     run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--members=2",
