@@ -16,7 +16,7 @@ log_interval = 25
 
 dataset = "imdb_lm"  # data/imdb_lm/prepare.py
 batch_size = 16
-block_size = 256  # a review is ~320 tokens on average: finetuning keeps 256 of a longer one (--truncate)
+block_size = 256  # a review averages ~320 tokens: finetuning keeps 256 or reads windows (--truncate)
 
 n_layer = 4
 n_head = 4

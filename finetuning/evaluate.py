@@ -60,7 +60,7 @@ def per_text(probs, examples):
             firsts.append(e)
             groups.append([])
         groups[-1].append(p)
-    return [torch.stack(g).mean(0) for g in groups], firsts
+    return [torch.stack(g).mean(0) for g in groups], firsts  # each (n_chunks, L) -> (L,); tagging: one chunk
 
 
 def predicted_labels(probs, examples, labels):

@@ -317,7 +317,8 @@ def test_chunked_texts_train_as_windows_and_score_once(tmp_path, pretrained, sms
     run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={out}", "--truncate=chunks",
          "--max_len=8", *QUICK])
     windows = sum(math.ceil(len(t) / 8) for t in SPAM + HAM)
-    assert f"7 training and 7 validation examples of sms_spam ({windows} and {windows} chunks)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"7 training and 7 validation examples of sms_spam ({windows} and {windows} chunks)" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["val"]["n"] == metrics["test"]["n"] == 7
     assert metrics["bow_baseline"]["val"]["n"] == metrics["bow_baseline"]["test"]["n"] == 7
