@@ -1,9 +1,12 @@
 """
 The IMDb reviews as the pretraining corpus of the shared base model: the 50,000 unlabelled reviews and
-the reviews of data/imdb's train split (text only), minus every text that is also in an evaluation
-split (IMDb val or test), each distinct text once. A byte-level BPE of VOCAB_SIZE tokens is learned
-from the corpus (common/bpe.py) and kept in meta.json; train.bin and val.bin hold the token ids, each
-review ended by <|endoftext|>; split.json records how the corpus was made.
+the reviews of the IMDb task's train split (text only), minus every text that is also in an evaluation
+split (IMDb val or test), each distinct text once. The split is data/imdb_reviews.py's, the one that
+data/imdb writes, so the corpus can't hold a text that the task holds out. Each text is normalised
+first (data/corpus.py: "\\n" for every line end, no byte order mark), so neither becomes a token. A
+byte-level BPE of VOCAB_SIZE tokens is learned from the corpus (common/bpe.py) and kept in meta.json;
+train.bin and val.bin hold the token ids, each review ended by <|endoftext|>; split.json records how
+the corpus was made.
 
     python data/imdb_lm/prepare.py
     python data/imdb_lm/prepare.py --input=path/to/imdb      # a folder with train.tsv, test.tsv, unsup.txt
@@ -28,11 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common import bpe
 from common.cli import parse_config, run_main
-from common.sources import PrepareArgs, write_json
+from common.files import write_json
+from common.sources import PrepareArgs
 from common.tokenizer import BPETokenizer
-from data.imdb import prepare as imdb
-from data.lm_corpus import encode_documents
-from data.shakespeare_char.prepare import write_dataset
+from data.corpus import encode_documents, normalise_text, write_dataset
+from data.formats import read_imdb_unlabelled
+from data.imdb_reviews import find_raw, split_reviews
 
 HERE = Path(__file__).resolve().parent
 VOCAB_SIZE = 8192  # 256 bytes + 7,935 merges + <|endoftext|>
@@ -42,11 +46,12 @@ SEED = 1337
 
 def corpus_texts(input_dir, download_dir):
     """The corpus's reviews, unsup's first then train's, and a record of what was kept and dropped."""
-    parts, _ = imdb.splits(input_dir, download_dir)
-    unsup = imdb.read_unlabelled(imdb.find_raw("unsup.txt", input_dir, download_dir))
+    parts, _ = split_reviews(input_dir, download_dir)
+    unsup = read_imdb_unlabelled(find_raw("unsup.txt", input_dir, download_dir))
     train = [e["text"] for e in parts["train"]]
-    held_out = {e["text"] for e in parts["val"] + parts["test"]}
-    kept = [text for text in unsup + train if text not in held_out]
+    # compared normalised, so that a review can't slip past as a copy that differs by a BOM alone
+    held_out = {normalise_text(e["text"]) for e in parts["val"] + parts["test"]}
+    kept = [text for text in map(normalise_text, unsup + train) if text not in held_out]
     texts = list(dict.fromkeys(kept))  # each distinct text once, in first-seen order
     record = {"unsup reviews": len(unsup), "train reviews": len(train),
               "dropped: also in IMDb val or test": len(unsup) + len(train) - len(kept),
@@ -56,7 +61,6 @@ def corpus_texts(input_dir, download_dir):
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     texts, record = corpus_texts(input_path, out_dir)
     random.Random(SEED).shuffle(texts)  # val: a random sample of reviews, unsup's and train's alike

@@ -5,6 +5,9 @@ train.bin and val.bin (uint16 token ids) and meta.json ({"kind": "gpt2"}) beside
 
     python data/shakespeare/prepare.py
     python data/shakespeare/prepare.py --input=path/to/input.txt --out_dir=somewhere/else
+
+The text is normalised first, as for data/shakespeare_char (data/corpus.py): every line end becomes
+"\\n" and byte order marks are dropped, so neither "\\r" nor "\\ufeff" is ever encoded.
 """
 
 import re
@@ -16,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.cli import parse_config, run_main
 from common.progress import Progress
-from data.shakespeare_char.prepare import read_corpus, split_corpus, write_dataset
 from common.sources import PrepareArgs
 from common.tokenizer import gpt2_tokenizer
+from data.corpus import read_shakespeare, split_corpus, write_dataset
 
 HERE = Path(__file__).resolve().parent
 CHUNK_CHARS = 100_000  # encode this much text at a time, to show progress on a large corpus
@@ -53,7 +56,7 @@ def encode_with_progress(tokenizer, text, name, chunk_chars=CHUNK_CHARS):
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
-    train, val = split_corpus(read_corpus(input_path, out_dir))
+    train, val = split_corpus(read_shakespeare(input_path, out_dir))
     tokenizer = gpt2_tokenizer()
     train_ids = encode_with_progress(tokenizer, train, "train")
     val_ids = encode_with_progress(tokenizer, val, "val")

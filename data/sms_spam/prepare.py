@@ -9,8 +9,8 @@ in both train and test.
     python data/sms_spam/prepare.py
     python data/sms_spam/prepare.py --input=path/to/SMSSpamCollection
 
-The raw format, one `label<TAB>text` per line with no header, is what read_examples reads; finetune.py
-uses it for an --eval_file in that format.
+The raw format, one `label<TAB>text` per line with no header, is read by data/formats.py
+(read_sms_spam); finetune.py uses it for an --eval_file in that format.
 """
 
 import sys
@@ -19,43 +19,23 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from common.cli import UserError, parse_config, run_main
-from common.sources import (PrepareArgs, find_source, label_counts, numbered_lines, sha256, split_examples,
-                     write_splits)
+from common.cli import parse_config, run_main
+from common.files import sha256
+from common.sources import PrepareArgs, find_source, label_counts, split_examples, write_splits
+from data.formats import read_sms_spam
 
 HERE = Path(__file__).resolve().parent
 RELPATH = "sms_spam/SMSSpamCollection"
 URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 MEMBER = "SMSSpamCollection"  # the file inside the zip
-LABELS = ("ham", "spam")
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 SEED = 1337
-
-
-def read_examples(path):
-    """[{"text": ..., "label": ...}] from a `label<TAB>text` file; a malformed line is a UserError
-    that names the file and line. The text is everything after the first tab, as it is."""
-    examples = []
-    for lineno, line in numbered_lines(path):
-        if not line:
-            continue
-        label, tab, text = line.partition("\t")
-        if not tab:
-            raise UserError(f"{path}:{lineno}: expected label<TAB>text, found no tab")
-        if label not in LABELS:
-            raise UserError(f"{path}:{lineno}: unknown label {label!r}; expected one of {', '.join(LABELS)}")
-        if not text.strip():
-            raise UserError(f"{path}:{lineno}: empty text")
-        examples.append({"text": text, "label": label})
-    if not examples:
-        raise UserError(f"{path}: no examples")
-    return examples
 
 
 def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
     path = find_source(RELPATH, URL, out_dir, input_path, member=MEMBER)
-    parts = split_examples(read_examples(path), FRACTIONS, SEED, label_key="label")
+    parts = split_examples(read_sms_spam(path), FRACTIONS, SEED, label_key="label")
     counts = label_counts(parts)
     write_splits(parts, out_dir, {"source": str(path), "sha256": sha256(path), "seed": SEED,
                                   "fractions": FRACTIONS, "counts": counts})

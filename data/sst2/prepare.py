@@ -14,8 +14,8 @@ val is whole sentences, the rows that are no span of another row, and train drop
 only inside them: like dev's sentences, val's were never seen, though their common short phrases
 were.
 
-The raw format, GLUE's `sentence<TAB>label` under that header with label 0 or 1, is what
-read_examples reads; finetune.py uses it for an --eval_file in that format.
+The raw format, GLUE's `sentence<TAB>label` under that header with label 0 or 1, is read by
+data/formats.py (read_sst2); finetune.py uses it for an --eval_file in that format.
 """
 
 import sys
@@ -24,45 +24,16 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from common.cli import UserError, parse_config, run_main
+from common.cli import parse_config, run_main
+from common.files import sha256
 from common.progress import track
-from common.sources import (PrepareArgs, find_source, label_counts, numbered_lines, sha256, split_examples,
-                     write_splits)
+from common.sources import PrepareArgs, find_source, label_counts, split_examples, write_splits
+from data.formats import read_sst2
 
 HERE = Path(__file__).resolve().parent
 URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
-HEADER = "sentence\tlabel"
-LABEL_NAMES = {"0": "negative", "1": "positive"}  # GLUE's label column -> our label
-LABELS = tuple(LABEL_NAMES.values())
 FRACTIONS = {"train": 0.9, "val": 0.1}  # of the sentences
 SEED = 1337
-
-
-def read_examples(path):
-    """[{"text": ..., "label": ...}] from a GLUE SST-2 .tsv file; a malformed line is a UserError that
-    names the file and line."""
-    lines = numbered_lines(path)
-    _, header = next(lines)
-    if header != HEADER:
-        raise UserError(f"{path}:1: expected the header sentence<TAB>label, found {header[:80]!r}")
-    examples = []
-    for lineno, line in lines:
-        if not line:
-            continue
-        columns = line.split("\t")
-        if len(columns) != 2:
-            raise UserError(f"{path}:{lineno}: expected sentence<TAB>label, "
-                            f"found {len(columns)} column(s)")
-        sentence, label = columns
-        if label not in LABEL_NAMES:
-            raise UserError(f"{path}:{lineno}: unknown label {label!r}; expected 0 (negative) "
-                            f"or 1 (positive)")
-        if not sentence.strip():
-            raise UserError(f"{path}:{lineno}: empty text")
-        examples.append({"text": sentence, "label": LABEL_NAMES[label]})
-    if not examples:
-        raise UserError(f"{path}: no examples")
-    return examples
 
 
 def phrase(text):
@@ -104,9 +75,9 @@ def prepare(input_path=None, out_dir=HERE):
     out_dir = Path(out_dir)
     train_path = find_split("train.tsv", input_path, out_dir)
     dev_path = find_split("dev.tsv", input_path, out_dir)
-    train = read_examples(train_path)
+    train = read_sst2(train_path)
     parts, n_sentences = split_by_sentence(train, FRACTIONS, SEED)
-    parts["dev"] = read_examples(dev_path)
+    parts["dev"] = read_sst2(dev_path)
     counts = label_counts(parts)
     write_splits(parts, out_dir, {"sources": {str(p): sha256(p) for p in (train_path, dev_path)},
                                   "seed": SEED, "fractions of train.tsv's sentences": FRACTIONS,
