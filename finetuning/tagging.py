@@ -47,6 +47,11 @@ def iob2_transitions(labels):
     return allowed
 
 
+def iob2_starts(labels):
+    """(L,) bool: may a sentence's first tag be tag j? Not an I-X, which would continue no entity."""
+    return torch.tensor([not tag.startswith("I-") for tag in labels])
+
+
 def decode_iob2(log_probs, labels):
     """The likeliest tag sequence (indices into labels) in which no I-X starts an entity: Viterbi
     over the words' log-probabilities (n_words, L), a sentence being the product of its words'
@@ -54,8 +59,7 @@ def decode_iob2(log_probs, labels):
     if len(log_probs) == 0:
         return []
     allowed = iob2_transitions(labels)
-    may_start = torch.tensor([not tag.startswith("I-") for tag in labels])
-    score = log_probs[0].masked_fill(~may_start, float("-inf"))  # (L,) best path ending in each tag
+    score = log_probs[0].masked_fill(~iob2_starts(labels), float("-inf"))  # (L,) best path ending in each tag
     backpointers = []
     for word in log_probs[1:]:
         candidates = score[:, None].masked_fill(~allowed, float("-inf"))  # (L previous, L next)
