@@ -28,25 +28,23 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from common import runtime
-from common.checkpoint import check_new_run, load_gpt
+from common import optim, run_folder, runtime
+from common.checkpoint import load_gpt
 from common.cli import UserError, build_config, check_choice, check_ranges, parse_options, run_main
+from common.files import write_json
 from common.progress import Progress
-from common.sources import write_json
 from common.tokenizer import gpt2_tokenizer
-from finetuning.evaluate import Ensemble, evaluate, score_run, use_finetuned
 from finetuning.checkpoints import (count_parameters, finetuned_checkpoint, load_members, load_resume_point,
-                                   restore_resume_point, save_finetuned, save_resume_point)
+                                   save_finetuned, save_resume_point)
+from finetuning.evaluate import Ensemble, evaluate, score_run, use_finetuned
 from finetuning.heads import build_head, check_head
-from finetuning.adapter import apply_adapters
-from finetuning.lora import LORA_TARGETS, apply_lora, check_lora
+from finetuning.lora import LORA_TARGETS, check_lora
 from finetuning.metrics import headline
-from finetuning.prefix import Prefix
+from finetuning.prefix import check_prefix_len
 from finetuning.prompting import zero_shot
-from finetuning.tasks import (TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, texts,
-                              training_batches)
-from model import GPT, GPTConfig, adamw, masked_cross_entropy
-from train import get_lr, optimizer_step
+from finetuning.train_modes import TRAIN_MODES
+from finetuning.tasks import READINGS, TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, texts, training_batch
+from model import GPT, GPTConfig, adamw
 
 
 # ----------------------------------------------------------------------------- the model
@@ -54,60 +52,17 @@ from train import get_lr, optimizer_step
 class Classifier(nn.Module):
     """A GPT body and a head reading its final hidden states."""
 
-    def __init__(self, gpt, head, prefix=None):
+    def __init__(self, gpt, head, prefix=None, both_ways=False):
         super().__init__()
         self.gpt = gpt
         self.head = head
         self.prefix = prefix  # --train=prefix: keys and values every layer attends to before the text
+        self.both_ways = both_ways  # --reading=both_ways: every token attends to the whole text, not just the past
 
     def forward(self, idx, mask):
         cache = None if self.prefix is None else self.prefix.cache(idx.size(0))
-        return self.head(self.gpt.hidden_states(idx, cache), mask)  # (B, T, C) -> (B, L) or (B, T, L)
-
-
-# ----------------------------------------------------------------------------- train modes
-
-def train_everything(classifier, cfg):
-    """Full finetuning: every weight of the body and the head learns."""
-    classifier.requires_grad_(True)
-
-
-def train_head_only(classifier, cfg):
-    """A linear probe (for --head=mlp, a small MLP): how much the frozen features already know."""
-    classifier.gpt.requires_grad_(False)
-
-
-def train_last_blocks(classifier, cfg):
-    """The last last_n blocks, the final LayerNorm and the head; the embeddings and early blocks stay."""
-    gpt = classifier.gpt
-    if cfg.last_n > gpt.config.n_layer:
-        raise UserError(f"--last_n={cfg.last_n} but the model has only {gpt.config.n_layer} blocks")
-    gpt.requires_grad_(False)
-    for block in gpt.transformer.h[-cfg.last_n:]:
-        block.requires_grad_(True)
-    gpt.transformer.ln_f.requires_grad_(True)
-
-
-def train_lora(classifier, cfg):
-    """Frozen body, trainable low-rank updates on the chosen Linear layers, and the head."""
-    classifier.gpt.requires_grad_(False)
-    apply_lora(classifier.gpt, cfg.lora_targets.split(","), cfg.lora_rank, cfg.lora_alpha)
-
-
-def train_adapters(classifier, cfg):
-    """Frozen body, a trainable bottleneck MLP after each block's attention and MLP, and the head."""
-    apply_adapters(classifier.gpt, cfg.adapter_size)
-
-
-def train_prefix(classifier, cfg):
-    """Frozen body, trainable keys and values that every layer sees before the text, and the head."""
-    classifier.gpt.requires_grad_(False)
-    classifier.prefix = Prefix(classifier.gpt, cfg.prefix_len, torch.Generator().manual_seed(cfg.seed))
-
-
-# --train=NAME: each mode freezes or adds weights of a new Classifier in place
-TRAIN_MODES = {"full": train_everything, "head": train_head_only, "last_n": train_last_blocks, "lora": train_lora,
-               "adapter": train_adapters, "prefix": train_prefix}
+        hidden = self.gpt.hidden_states(idx, cache, key_mask=mask if self.both_ways else None)  # (B, T, C)
+        return self.head(hidden, mask)  # (B, T, C) -> (B, L) or (B, T, L)
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -115,8 +70,8 @@ TRAIN_MODES = {"full": train_everything, "head": train_head_only, "last_n": trai
 @dataclass
 class FinetuneConfig:
     # what to start from, and what to learn
-    init_from: str = "out-shakespeare"  # a train.py run dir (its best.pt), a GPT-2 Hugging Face dir
-    #                                     (config.json; "gpt2:DIR" says so explicitly), or "scratch"
+    init_from: str = "out-imdb-base"  # a train.py run dir (its best.pt; this one: config/train_imdb_base.py),
+    #                                   a GPT-2 Hugging Face dir (config.json; "gpt2:DIR" says so), or "scratch"
     task: str = "sms_spam"  # one of TASKS: sms_spam, sst2, imdb, conll2003
     data_dir: str = ""  # folder with train.jsonl, val.jsonl and the test split; "" = data/<task>
     head: str = "auto"  # one of heads.HEADS; "auto" = last for classification, token for tagging
@@ -135,7 +90,7 @@ class FinetuneConfig:
     dropout: float = 0.0  # in the body while finetuning, whatever the pretrained run used
     members: int = 1  # finetune this many models, seeds seed, seed+1, ...; they predict together (Ensemble)
     # optimisation: AdamW, linear warmup, then linear decay to 0
-    lr: float = 1e-4
+    learning_rate: float = 1e-4  # the peak, after warmup
     weight_decay: float = 0.01
     warmup_iters: int = 20
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
@@ -146,6 +101,8 @@ class FinetuneConfig:
     max_len: int = 128  # tokens kept of each example (the rest is cut off); at most the model's block_size
     truncate: str = "head"  # which of a longer text's tokens: head, tail, head_tail, or all of them in
     #                         chunks whose label probabilities are averaged (finetuning/tasks.py)
+    eval_truncate: str = ""  # how val and test are read when scored at the end: "" = as truncate; chunks: whole
+    reading: str = "causal"  # tagging: left to right, the sentence "twice", or "both_ways" (finetuning/tasks.py)
     eval_interval: int = 0  # score val every this many iterations; 0 = once an epoch
     test: bool = True  # score the test split at the end; False while settings are still being chosen on val
     log_interval: int = 20
@@ -171,9 +128,18 @@ class FinetuneConfig:
         check_head(self.head, self.task, TASKS[self.task].per_token)
         check_choice(self, "train", TRAIN_MODES)
         check_choice(self, "truncate", TRUNCATIONS)
+        check_choice(self, "eval_truncate", ("", *TRUNCATIONS))
+        if self.head == "token_crf" and self.members > 1:
+            raise ValueError(f"--members={self.members} averages label probabilities, but --head=token_crf decodes "
+                             f"whole tag sequences with its CRF; use --members=1 with it")
+        check_choice(self, "reading", READINGS)
+        if self.reading != "causal" and not TASKS[self.task].per_token:
+            raise ValueError(f"--reading={self.reading} is for tagging; {self.task} labels whole texts")
+        if self.reading == "both_ways" and self.train == "prefix":
+            raise ValueError("--reading=both_ways can't be used with --train=prefix: the prefix's keys have no padding mask")
         check_lora(self.lora_rank, self.lora_targets.split(","))
         # lr 0 would train nothing, and a negative one climb the loss
-        check_ranges(self, positive=("lr", "lora_alpha", "epochs"),
+        check_ranges(self, positive=("learning_rate", "lora_alpha", "epochs"),
                      at_least_one=("last_n", "adapter_size", "prefix_len", "members", "batch_size", "max_len",
                                    "log_interval"),
                      non_negative=("weight_decay", "grad_clip", "max_iters", "max_train", "eval_interval", "shots",
@@ -192,9 +158,10 @@ def load_pretrained(cfg, device):
     attention = runtime.pick_attention("auto", device)
     if cfg.init_from == "scratch":
         tokenizer = gpt2_tokenizer()
-        gpt = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size, n_layer=cfg.n_layer,
-                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, attention=attention))
-        return gpt, tokenizer
+        config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size, n_layer=cfg.n_layer,
+                           n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, attention=attention)
+        runtime.check_training_memory(config, cfg.batch_size, device, seq_len=min(cfg.max_len, cfg.block_size))
+        return GPT(config), tokenizer
     return load_gpt(cfg.init_from, dropout=cfg.dropout, attention=attention)
 
 
@@ -202,7 +169,8 @@ def load_finetuned(out_dir, device="cpu"):
     """The Classifier saved by a finetune.py run in out_dir (an Ensemble for a --members run), its
     tokenizer, and the checkpoint dicts, one per member; with the attention kind for device."""
     parts, tokenizer, members = load_members(out_dir, runtime.pick_attention("auto", device))
-    classifiers = [Classifier(gpt, head, prefix) for gpt, head, prefix in parts]
+    classifiers = [Classifier(gpt, head, prefix, both_ways=member["config"].get("reading") == "both_ways")
+                   for (gpt, head, prefix), member in zip(parts, members)]
     return classifiers[0] if len(classifiers) == 1 else Ensemble(classifiers), tokenizer, members
 
 
@@ -219,13 +187,25 @@ class Run:
 
 
 def new_classifier(gpt, cfg):
-    """gpt with the head cfg names, the weights cfg.train says learning and the others frozen."""
-    classifier = Classifier(gpt, build_head(cfg.head, gpt.config.n_embd, len(TASKS[cfg.task].labels)))
+    """gpt with the head cfg names, the weights cfg.train says learning and the others frozen. The new
+    weights (the head's, LoRA's) are drawn from the member's seed: a resumed run draws them again alike."""
+    torch.manual_seed(cfg.seed)
+    classifier = Classifier(gpt, build_head(cfg.head, gpt.config.n_embd, len(TASKS[cfg.task].labels)),
+                            both_ways=cfg.reading == "both_ways")
     TRAIN_MODES[cfg.train](classifier, cfg)
     trainable, total = count_parameters(classifier)
     print(f"--train={cfg.train} --head={cfg.head}: {trainable:,} trainable of {total:,} parameters "
           f"({100 * trainable / total:.2f}%)")
     return classifier
+
+
+def get_lr(it, learning_rate, warmup_iters, max_iters):
+    """Linear warmup for warmup_iters, then a straight line down to 0 at max_iters, as BERT was finetuned
+    (pretraining's cosine, train.get_lr, ends at min_lr after a long run; a finetuning run is short and
+    ends on its last step)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    return learning_rate * max(0.0, 1.0 - (it - warmup_iters) / max(1, max_iters - warmup_iters))
 
 
 def finetune_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
@@ -234,16 +214,15 @@ def finetune_step(classifier, optimizer, scaler, batch, grad_clip, device, ctx):
     idx, mask, targets = collate(batch, device)
     with ctx:
         logits = classifier(idx, mask)
-    loss = masked_cross_entropy(logits.float(), targets)  # targets of -1 (padding, later pieces) skipped
+    loss = classifier.head.loss(logits, targets)  # cross-entropy, skipping targets of -1 (padding, later pieces)
     scaler.scale(loss).backward()
-    optimizer_step(classifier, optimizer, scaler, grad_clip)
+    optim.optimizer_step(classifier, optimizer, scaler, grad_clip)
     return loss
 
 
 def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
     """Finetune one classifier; returns its best checkpoint dict (the best val score). Every time it
     scores best so far, out_dir/best.pt is rewritten; after every evaluation, out_dir/last.pt."""
-    torch.manual_seed(cfg.seed)  # this member's dropout
     labels = TASKS[cfg.task].labels
     ctx = runtime.autocast(device, dtype)
     classifier.to(device)
@@ -251,25 +230,29 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
         runtime.compile_in_place(classifier, device)  # batches vary in length: it compiles for dynamic shapes
     # finetuning uses pretraining's optimizer (AdamW, no decay of biases and gains) and its warmup,
     # then decays linearly to 0 (as BERT's finetuning) over a run of whole epochs
-    optimizer = adamw(classifier, cfg.weight_decay, cfg.lr, (0.9, 0.999), device.split(":")[0])
-    scaler = runtime.grad_scaler(device, dtype, run.resume["scaler"] if run.resume is not None else None)
+    optimizer = adamw(classifier, cfg.weight_decay, cfg.learning_rate, (0.9, 0.999), device.split(":")[0])
+    scaler = optim.grad_scaler(device, dtype, run.resume["scaler"] if run.resume is not None else None)
     batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     max_iters = cfg.max_iters or math.ceil(cfg.epochs * batches_per_epoch)
     eval_interval = cfg.eval_interval or batches_per_epoch
 
     best, start = None, 0
-    batches = training_batches(train_set, cfg.batch_size, cfg.seed)
     if run.resume is not None:  # continue exactly where the interrupted run saved last.pt
-        best, start = restore_resume_point(run.resume, classifier, optimizer, batches, device)
+        classifier.load_state_dict(run.resume["classifier"])
+        optimizer.load_state_dict(run.resume["optimizer"])
+        best, start = run.resume["best"], run.resume["iter_num"]
         print(f"resuming at iteration {start} of {max_iters}")
     progress = Progress(max_iters, "finetuning", "iterations", start=start)  # for the time left
     for it in range(start, max_iters):
-        # one step on the next batch of the shuffled training set
+        # one step on batch `it` of the shuffled training set; the batch and the dropout depend on the
+        # seed and `it` alone (as in train.py), so a resumed run goes on exactly as if never stopped
         classifier.train()
-        lr = get_lr(it, cfg.lr, cfg.warmup_iters, max_iters, 0.0, decay="linear")
+        lr = get_lr(it, cfg.learning_rate, cfg.warmup_iters, max_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = finetune_step(classifier, optimizer, scaler, next(batches), cfg.grad_clip, device, ctx)
+        torch.manual_seed(runtime.step_seed(cfg.seed, it))
+        batch = training_batch(train_set, cfg.batch_size, cfg.seed, it)
+        loss = finetune_step(classifier, optimizer, scaler, batch, cfg.grad_clip, device, ctx)
         if it % cfg.log_interval == 0:
             print(f"iter {it}/{max_iters}: loss {loss.item():.4f}, lr {lr:.2e}, {time.time() - run.started:.0f}s, "
                   f"eta {progress.eta(it + 1)}")
@@ -282,7 +265,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
                 # a copy: the weights in the dict would otherwise go on training
                 best = copy.deepcopy(finetuned_checkpoint(classifier, run.tokenizer, cfg, it + 1, max_iters, report))
                 save_finetuned(run.done + [best], cfg.out_dir)
-            save_resume_point(classifier, optimizer, scaler, cfg, len(run.done), it + 1, best, run.started, device)
+            save_resume_point(classifier, optimizer, scaler, cfg, len(run.done), it + 1, best, run.started)
     return best
 
 
@@ -300,7 +283,7 @@ def finetune(cfg, given):
     if cfg.resume:
         cfg, run_files, done = load_resume_point(cfg, given, FinetuneConfig, RESUME_MAY_CHANGE)
     else:
-        check_new_run(cfg.out_dir, "finetune.py", cfg.overwrite)
+        run_folder.check_new_run(cfg.out_dir, "finetune.py", cfg.overwrite)
     task = TASKS[cfg.task]
     torch.manual_seed(cfg.seed)  # the weights of a scratch model; each member then seeds its own head and batches
     device = runtime.pick_device(cfg.device)
@@ -310,9 +293,12 @@ def finetune(cfg, given):
 
     # the pretrained model, and the task's examples in its tokens
     gpt, tokenizer = load_pretrained(cfg, device)
+    if cfg.train == "prefix":  # its positions come out of the model's block: checked before the data is read
+        check_prefix_len(cfg.prefix_len, gpt.config.block_size)
     max_len = max_tokens(asdict(cfg), gpt.config.block_size)
-    def examples(split, limit=0):
-        return load_examples(split_path(cfg.data_dir, cfg.task, split), cfg.task, tokenizer, max_len, limit, cfg.truncate)
+    def examples(split, limit=0, truncate=cfg.truncate):
+        return load_examples(split_path(cfg.data_dir, cfg.task, split), cfg.task, tokenizer, max_len, limit,
+                             truncate, cfg.reading)
 
     train_set, val_set = examples("train", cfg.max_train), examples("val")
     print(f"{len(texts(train_set))} training and {len(texts(val_set))} validation examples of {cfg.task}"
@@ -329,11 +315,14 @@ def finetune(cfg, given):
         run.resume = None  # only the member that was interrupted resumes
     train_seconds = time.time() - run.started
 
-    # score the saved checkpoint, just as --eval_file will (the best on val, LoRA merged), beside the baselines
+    # score the saved checkpoint, just as --eval_file will (the best on val, LoRA merged), beside the baselines;
+    # with eval_truncate reading long texts another way than training did (e.g. whole, in chunks)
     classifier, _, members = load_finetuned(cfg.out_dir, device)
-    splits = {"val": val_set, **({"test": examples(task.test_split)} if task.test_split and cfg.test else {})}
+    truncate = cfg.eval_truncate or cfg.truncate
+    splits = {"val": val_set if truncate == cfg.truncate else examples("val", truncate=truncate),
+              **({"test": examples(task.test_split, truncate=truncate)} if task.test_split and cfg.test else {})}
     metrics = {"task": cfg.task, "init_from": cfg.init_from, "head": cfg.head, "train": cfg.train,
-               "train_seconds": round(train_seconds, 1)}
+               "truncate": truncate, "train_seconds": round(train_seconds, 1)}
     metrics.update(score_run(classifier.to(device), members, splits, train_set, task, cfg.batch_size, device,
                              runtime.autocast(device, dtype)))
     write_json(metrics, Path(cfg.out_dir) / "metrics.json")
@@ -345,12 +334,14 @@ def main(argv):
     given = parse_options(FinetuneConfig, argv)
     cfg = build_config(FinetuneConfig, given)
     device = runtime.pick_device(cfg.device)
-    if cfg.zero_shot:  # no training: the pretrained LM itself, prompted
-        zero_shot(*load_pretrained(cfg, device), cfg, device)
+    if cfg.zero_shot:  # no training: the pretrained LM itself, prompted; out_dir gets zero_shot.json
+        with run_folder.claim(cfg.out_dir):
+            zero_shot(*load_pretrained(cfg, device), cfg, device)
     elif cfg.eval_file or cfg.predict:  # no training: the finetuned run in out_dir
         use_finetuned(*load_finetuned(cfg.out_dir, device), cfg, device, given.get("truncate"))
-    else:
-        finetune(cfg, given)
+    else:  # one run per folder: out_dir's lock is held until the run ends
+        with run_folder.claim(cfg.out_dir):
+            finetune(cfg, given)
 
 
 if __name__ == "__main__":

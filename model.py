@@ -3,11 +3,11 @@ A GPT language model in one file, readable top to bottom.
 
     GPTConfig                   the model's sizes
     LayerNorm, gelu             the two nonlinear pieces, written out
-    KVCache, LayerKVCache       keys and values kept between generation steps
     CausalSelfAttention         multi-head masked self-attention: the math by hand, or one fused call
     MLP, Block                  the feed-forward net, and the pre-LayerNorm residual block
     GPT                         embeddings, the blocks, ln_f, lm_head; forward, generate, loading GPT-2
-    masked_cross_entropy, sample_next_token    the loss and the sampling rule
+    adamw, masked_cross_entropy, sample_next_token    the optimizer, the loss and the sampling rule
+    KVCache, LayerKVCache       keys and values kept between generation steps (skip on a first read)
 
 The parameter names are GPT-2's own (wte, wpe, h.{i}.attn.c_attn, ln_f, ...), so OpenAI's
 weights load with a short loop. References:
@@ -19,14 +19,14 @@ Shape letters used in comments: B batch, T time (sequence length), C channels (n
 nh number of heads, hs head size (C // nh), V vocabulary size.
 """
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common import huggingface
 
 ATTENTION_KINDS = ("manual", "sdpa")
 
@@ -76,110 +76,71 @@ def gelu(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
-class KVCache:
-    """The keys and values of the tokens in the context window, one pair per layer, so that each
-    generation step feeds only the newest token through the model.
-
-    Positions are learned, so when the text outgrows block_size and the window slides, every token
-    moves to a new position and the cached keys and values go stale: the cache is emptied and rebuilt
-    from the window. window_step is how far the window slides at once. With 1 each token sees exactly
-    the last block_size tokens, as recomputing without a cache would. With s > 1 a rebuilt cache
-    serves the next s - 1 tokens: faster, but a token then sees block_size - s + 1 to block_size
-    tokens of context, so the text is no longer the one recomputation would sample."""
-
-    def __init__(self, n_layer, block_size, window_step=1):
-        if not 1 <= window_step <= block_size:
-            raise ValueError(f"window_step must be between 1 and block_size ({block_size}), got {window_step}")
-        self.n_layer, self.block_size, self.window_step = n_layer, block_size, window_step
-        self.layers = [LayerKVCache() for _ in range(n_layer)]
-        self.start = None  # where the context window begins in the token sequence
-
-    def __len__(self):
-        return self.layers[0].length
-
-    def unseen(self, idx):
-        """The tokens of idx (B, T_all) that the cache has not seen: the whole window at first, then
-        the newest token. Slides the window, and empties the cache, when that token would not fit."""
-        if self.start is None:
-            self.start = max(0, idx.size(1) - self.block_size)
-        if idx.size(1) - self.start > self.block_size:
-            self.start = idx.size(1) - (self.block_size - self.window_step + 1)
-            self.layers = [LayerKVCache() for _ in range(self.n_layer)]
-        return idx[:, self.start + len(self):]  # (B, T_new)
-
-
-class LayerKVCache:
-    def __init__(self):
-        self.k = self.v = None  # (B, nh, T_past, hs)
-
-    @property
-    def length(self):
-        return 0 if self.k is None else self.k.size(2)
-
-    def update(self, k, v):
-        """Append this step's keys and values; return all of them so far."""
-        if self.k is not None:
-            k = torch.cat([self.k, k], dim=2)  # (B, nh, T_past + T, hs)
-            v = torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head = config.n_head  # under tensor parallelism, this rank's share of them (common/parallel.py)
+        self.head_size = config.n_embd // config.n_head
         self.dropout = config.dropout
         self.attention = config.attention
-        # one Linear makes the queries, keys and values of all heads at once
+        # one Linear makes the queries, keys and values of all heads at once: its output is [q | k | v]
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True  # gets a smaller init, see GPT._init_weights
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # causal[i, j] is True where query i may look at key j (j <= i); not saved in checkpoints
-        causal = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
-        self.register_buffer("causal", causal, persistent=False)
         # True: the manual path keeps its attention weights in last_att (tools/attention_maps.py draws them)
         self.keep_att = False
         self.last_att = None
 
-    def forward(self, x, cache=None):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+    def forward(self, x, cache=None, key_mask=None):
+        B, T, _ = x.size()
+        nh, hs = self.n_head, self.head_size
+        q, k, v = self.c_attn(x).split(nh * hs, dim=2)  # (B, T, C) -> 3 x (B, T, C), C = nh * hs
         # split the channels into heads: (B, T, C) -> (B, T, nh, hs) -> (B, nh, T, hs)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.update(k, v)  # (B, nh, past + T, hs)
-        # the new queries sit at positions past..past+T-1 and may see every key up to their own
-        mask = self.causal[past : past + T, : past + T]  # (T, past + T)
+        q = q.view(B, T, nh, hs).transpose(1, 2)
+        k = k.view(B, T, nh, hs).transpose(1, 2)
+        v = v.view(B, T, nh, hs).transpose(1, 2)
+        if cache is not None:  # generation only: the earlier tokens' keys and values come first (KVCache)
+            k, v = cache.update(k, v)  # (B, nh, S, hs), S = the earlier tokens + T
+        y = self.attend(q, k, v, key_mask)  # (B, nh, T, hs)
+        # merge the heads back: (B, nh, T, hs) -> (B, T, nh, hs) -> (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)
+        return self.resid_dropout(self.c_proj(y))
 
+    def attend(self, q, k, v, key_mask=None):
+        """Each of the T queries (B, nh, T, hs) takes a weighted mean of the values (B, nh, S, hs) of the
+        keys it may see. Without a cache S == T; the queries are always the last T of the S tokens.
+        key_mask (B, S), for a tagger that reads both ways (finetune.py --reading=both_ways): each query
+        then sees every real key (True), the later ones too; only the padding stays hidden."""
+        T, S = q.size(2), k.size(2)
         if self.attention == "manual":
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, past + T)
-            att = att.masked_fill(~mask, float("-inf"))  # no peeking at the future
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, S)
+            # True where a query may look at a key: (T, S), or reading both ways (B, 1, 1, S) for every head and query
+            visible = causal_mask(T, S, q.device) if key_mask is None else key_mask[:, None, None, :]
+            att = att.masked_fill(~visible, float("-inf"))  # no peeking at the future
             att = F.softmax(att, dim=-1)
             if self.keep_att:
-                self.last_att = att.detach()  # (B, nh, T, past + T), each row summing to 1
+                self.last_att = att.detach()  # (B, nh, T, S), each row summing to 1
             att = self.attn_dropout(att)
-            y = att @ v  # (B, nh, T, past + T) x (B, nh, past + T, hs) -> (B, nh, T, hs)
+            return att @ v  # (B, nh, T, S) x (B, nh, S, hs) -> (B, nh, T, hs)
+        # the same function in one fused kernel (flash attention on GPU), told the mask in the cheapest
+        # way that says it: is_causal when there is no cache (the kernel makes the mask itself, which the
+        # flash kernel needs); a lone new token after a cache may see every key, so no mask at all;
+        # several new tokens after a cache, or reading both ways, need the mask itself (no flash kernel)
+        if key_mask is not None:
+            visible, is_causal = key_mask[:, None, None, :], False
         else:
-            # the same function in one fused kernel (flash attention on GPU), told the mask in the
-            # cheapest way that says it: without a cache, is_causal (the kernel builds the mask itself);
-            # one new token after a cache may see every key, so no mask at all; only several new tokens
-            # after a cache need the explicit mask, which rules the flash kernel out
-            y = F.scaled_dot_product_attention(
-                q, k, v,
-                attn_mask=mask if past > 0 and T > 1 else None,
-                is_causal=past == 0,
-                dropout_p=self.dropout if self.training else 0.0,
-            )  # (B, nh, T, hs)
-        # merge the heads back: (B, nh, T, hs) -> (B, T, nh, hs) -> (B, T, C)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+            visible, is_causal = (causal_mask(T, S, q.device) if 1 < T < S else None), T == S
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, is_causal=is_causal,
+                                              dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+
+
+def causal_mask(T, S, device):
+    """(T, S) bool, True where a query may look at a key: query i is token S - T + i of the S, and sees
+    keys 0 .. S - T + i. Made when needed, not kept: a block_size x block_size buffer in every layer
+    would cost memory for nothing (and DDP would broadcast it every step)."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
 class MLP(nn.Module):
@@ -204,8 +165,8 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x, cache=None, key_mask=None):
+        x = x + self.attn(self.ln_1(x), cache, key_mask)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -255,9 +216,10 @@ class GPT(nn.Module):
             return logits, None
         return logits, masked_cross_entropy(logits, targets)
 
-    def hidden_states(self, idx, cache=None):
+    def hidden_states(self, idx, cache=None, key_mask=None):
         """idx (B, T) token ids -> the final LayerNorm's output (B, T, C): what lm_head reads to
-        predict the next token, and what finetune.py's heads read to classify."""
+        predict the next token, and what finetune.py's heads read to classify. key_mask (B, T), True at
+        real tokens: read both ways instead of left to right (a tagger's choice; see attend)."""
         B, T = idx.size()
         past = 0 if cache is None else len(cache)
         if past + T > self.config.block_size:
@@ -269,7 +231,7 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, None if cache is None else cache.layers[i])
+            x = block(x, None if cache is None else cache.layers[i], key_mask)
         return self.transformer.ln_f(x)
 
     def crop_block_size(self, block_size):
@@ -278,8 +240,6 @@ class GPT(nn.Module):
             raise ValueError(f"block_size must be in 1..{self.config.block_size}, got {block_size}")
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
-        for block in self.transformer.h:
-            block.attn.causal = block.attn.causal[:block_size, :block_size]
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
@@ -308,37 +268,46 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, path, dropout=0.0, attention="sdpa"):
         """Load OpenAI GPT-2 weights (any size) from a local Hugging Face-format directory holding
-        config.json and model.safetensors or pytorch_model.bin. Needs no network. Dropout may be set
-        for finetuning, and the attention kind chosen; neither has weights."""
-        from common.checkpoint import load_hf_state_dict  # imported here: checkpoint.py imports this file
-
-        path = Path(path)
-        with open(path / "config.json") as f:
-            hf = json.load(f)
-        # the math below is GPT-2's: refuse a config that asks for other math rather than load it wrongly
+        config.json and model.safetensors or pytorch_model.bin. Dropout may be set for finetuning, and
+        the attention kind chosen; neither has weights."""
+        hf = huggingface.read_config(path)
+        # the math of this file is GPT-2's: refuse a config that asks for other math rather than load it wrongly
         if hf.get("activation_function", "gelu_new") != "gelu_new" or hf.get("layer_norm_epsilon", 1e-5) != 1e-5:
             raise ValueError(f"{path}/config.json: only GPT-2's tanh GELU and LayerNorm eps 1e-5 are supported")
         config = GPTConfig(
             block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
             n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=dropout, bias=True, attention=attention,
         )
-        model = cls(config)
-        ours = model.state_dict()
-        theirs = load_hf_state_dict(path)
         # GPT-2 stores these as Conv1D, whose weight is the transpose of nn.Linear's
         transposed = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
-        for name in ours:
-            if name == "lm_head.weight":
-                continue  # tied to transformer.wte.weight
-            if name not in theirs:
-                raise ValueError(f"{path}: the weights lack {name}; is this a GPT-2 checkpoint?")
-            weight = theirs[name]
-            if name.endswith(transposed):
-                weight = weight.t()
-            if weight.shape != ours[name].shape:
-                raise ValueError(f"{path}: {name} has shape {tuple(weight.shape)}, expected {tuple(ours[name].shape)}")
-            with torch.no_grad():
-                ours[name].copy_(weight)
+        state = {name: w.t() if name.endswith(transposed) else w for name, w in huggingface.load_state_dict(path).items()}
+        if "transformer.wte.weight" in state:
+            state["lm_head.weight"] = state["transformer.wte.weight"]  # tied: one matrix under two names
+        return cls.from_state_dict(config, state, path)
+
+    @classmethod
+    def from_state_dict(cls, config, state, source):
+        """A GPT of this config holding the weights of state. The weights are checked against the sizes
+        the config claims before the model is built: on the meta device a model has shapes but no
+        memory, so a file that claims a huge block_size is refused without allocating it (its blocks are
+        Python objects even there: the number of layers is counted first)."""
+        layers = {name.split(".")[2] for name in state if name.startswith("transformer.h.")}  # transformer.h.{i}.*
+        if len(layers) != config.n_layer:
+            raise ValueError(f"{source}: n_layer is {config.n_layer}, but the weights hold {len(layers)} blocks")
+        with torch.device("meta"):
+            expected = {name: p.shape for name, p in cls(config).state_dict().items()}
+        missing, extra = expected.keys() - state.keys(), state.keys() - expected.keys()
+        if missing or extra:
+            raise ValueError(f"{source}: the weights {'lack ' + min(missing) if missing else 'hold an unknown ' + min(extra)}"
+                             f"{'' if len(missing | extra) == 1 else f' (and {len(missing | extra) - 1} more differences)'}; "
+                             f"they are not those of a GPT of the sizes given")
+        for name, shape in expected.items():
+            if state[name].shape != shape:
+                raise ValueError(f"{source}: {name} has shape {tuple(state[name].shape)}, but the sizes given "
+                                 f"(block_size {config.block_size}, vocab_size {config.vocab_size}, n_embd "
+                                 f"{config.n_embd}) make it {tuple(shape)}")
+        model = cls(config)
+        model.load_state_dict(state)
         return model
 
 
@@ -382,3 +351,57 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None):
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1)
+
+
+# ----------------------------------------------------------------------------- the KV cache (skip on a first read)
+# Generating token by token, the keys and values of the earlier tokens do not change: keep them, and
+# feed the model only the newest token. GPT.generate makes the cache; CausalSelfAttention.forward
+# appends to it in one line; attend() then sees more keys than queries.
+
+class KVCache:
+    """The keys and values of the tokens in the context window, one pair per layer, so that each
+    generation step feeds only the newest token through the model.
+
+    Positions are learned, so when the text outgrows block_size and the window slides, every token
+    moves to a new position and the cached keys and values go stale: the cache is emptied and rebuilt
+    from the window. window_step is how far the window slides at once. With 1 each token sees exactly
+    the last block_size tokens, as recomputing without a cache would. With s > 1 a rebuilt cache
+    serves the next s - 1 tokens: faster, but a token then sees block_size - s + 1 to block_size
+    tokens of context, so the text is no longer the one recomputation would sample."""
+
+    def __init__(self, n_layer, block_size, window_step=1):
+        if not 1 <= window_step <= block_size:
+            raise ValueError(f"window_step must be between 1 and block_size ({block_size}), got {window_step}")
+        self.n_layer, self.block_size, self.window_step = n_layer, block_size, window_step
+        self.layers = [LayerKVCache() for _ in range(n_layer)]
+        self.start = None  # where the context window begins in the token sequence
+
+    def __len__(self):
+        return self.layers[0].length
+
+    def unseen(self, idx):
+        """The tokens of idx (B, T_all) that the cache has not seen: the whole window at first, then
+        the newest token. Slides the window, and empties the cache, when that token would not fit."""
+        if self.start is None:
+            self.start = max(0, idx.size(1) - self.block_size)
+        if idx.size(1) - self.start > self.block_size:
+            self.start = idx.size(1) - (self.block_size - self.window_step + 1)
+            self.layers = [LayerKVCache() for _ in range(self.n_layer)]
+        return idx[:, self.start + len(self):]  # (B, T_new)
+
+
+class LayerKVCache:
+    def __init__(self):
+        self.k = self.v = None  # (B, nh, T_past, hs)
+
+    @property
+    def length(self):
+        return 0 if self.k is None else self.k.size(2)
+
+    def update(self, k, v):
+        """Append this step's keys and values; return all of them so far."""
+        if self.k is not None:
+            k = torch.cat([self.k, k], dim=2)  # (B, nh, T_past + T, hs)
+            v = torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v

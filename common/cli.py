@@ -29,18 +29,20 @@ def run_main(main):
         sys.exit(2)
 
 
-def parse_config(config_cls, argv):
+def parse_config(config_cls, argv, files_may_set_others=False):
     """Build a config_cls from config files and --key=value arguments, in the order given."""
-    return build_config(config_cls, parse_options(config_cls, argv))
+    return build_config(config_cls, parse_options(config_cls, argv, files_may_set_others))
 
 
-def parse_options(config_cls, argv):
-    """{field: value} of the options that argv sets, config files and --key=value in the order given."""
+def parse_options(config_cls, argv, files_may_set_others=False):
+    """{field: value} of the options that argv sets, config files and --key=value in the order given.
+    files_may_set_others: a tool that reads another script's config files (tools/inspect_model.py reads
+    train.py's) takes the options it knows from them and leaves the others."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     values = {}
     for arg in argv:
         if not arg.startswith("--"):
-            values.update(read_config_file(arg, fields))
+            values.update(read_config_file(arg, fields, files_may_set_others))
             continue
         key, sep, text = arg[2:].partition("=")
         if not sep:
@@ -97,12 +99,12 @@ def resumed_config(config_cls, saved, given, may_change, run):
     return merged
 
 
-def read_config_file(path, fields):
+def read_config_file(path, fields, others_allowed=False):
     """The options a config file sets, read as data: a line that is not `name = literal` is refused."""
     if not path.endswith(".py"):
         raise UserError(f"argument {path!r} is neither --key=value nor a config/*.py file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             source = f.read()
     except FileNotFoundError:
         raise UserError(f"config file {path} not found") from None
@@ -120,6 +122,8 @@ def read_config_file(path, fields):
         if i == 0 and isinstance(statement, ast.Expr) and isinstance(getattr(statement.value, "value", None), str):
             continue  # a docstring
         key, value = literal_assignment(statement, path)
+        if key not in fields and others_allowed:
+            continue
         if key not in fields:
             raise UserError(f"{path}:{statement.lineno}: unknown option {key!r}; known options: "
                             f"{', '.join(sorted(fields))}")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from common.cli import UserError
+from common.files import atomic_write
 
 DPI = 100
 LOSS_INCHES = (7, 4)  # loss.png is 700 x 400 pixels
@@ -51,7 +52,7 @@ def plot_losses(log_path, png_path):
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path)
+    atomic_write(png_path, lambda f: fig.savefig(f, format="png"))  # never through a planted link
     plt.close(fig)
 
 
@@ -75,5 +76,5 @@ def plot_attention(maps, tokens, png_path):
             ax.set_xticks(range(T), tokens if layer == L - 1 else [], rotation=90, fontsize=LABEL_POINTS)
             ax.set_yticks(range(T), tokens if head == 0 else [], fontsize=LABEL_POINTS)
     fig.tight_layout()
-    fig.savefig(png_path)
+    atomic_write(png_path, lambda f: fig.savefig(f, format="png"))  # never through a planted link
     plt.close(fig)

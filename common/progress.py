@@ -20,6 +20,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from common import plots
+from common.files import write_text
+
 TERMINAL_EVERY = 0.2  # seconds between redraws in a terminal
 LOG_EVERY = 30.0  # seconds between lines in a log file
 KEEP_AFTER = 5.0  # a job that took longer than this keeps its last line
@@ -115,27 +118,37 @@ def track(iterable, what, unit="steps"):
 
 
 class Logger:
-    """A training run's figures: out_dir/log.jsonl (one JSON object per line), and wandb if asked. Making one
-    starts the run's files: out_dir is created, and log.jsonl begins empty for a new run or, for a
-    resumed one, is cut back to the iteration it resumes from (it trains and logs the later ones again)."""
+    """A training run's figures: out_dir/log.jsonl (one JSON object per line), its curves in loss.png
+    (with matplotlib), and wandb if asked. Making one starts the run's files: out_dir is created, and
+    log.jsonl begins empty for a new run or, for a resumed one, is cut back to the iteration it resumes
+    from (it trains and logs the later ones again)."""
 
     def __init__(self, cfg, iter_num):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(cfg.out_dir) / "log.jsonl"
-        kept = log_lines_until(self.path, iter_num) if cfg.init_from == "resume" else []
-        tmp = self.path.with_name("log.jsonl.tmp")  # replaced in one step, as checkpoints are
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        kept = log_lines_until(self.path, iter_num) if cfg.resume else []
+        write_text("".join(line + "\n" for line in kept), self.path)  # replaced in one step, as checkpoints are
+        if not plots.have_matplotlib():
+            print("no loss.png: drawing it needs matplotlib: pip install matplotlib")
         self.wandb = None
         if cfg.wandb_log:
             import wandb  # imported only when asked for: it is an optional package
             self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg))
 
     def log(self, record):
-        with open(self.path, "a") as f:  # appended and closed at once: a crash loses no earlier line
+        # appended and closed at once: a crash loses no earlier line; O_NOFOLLOW: never through a link
+        # that someone put in log.jsonl's place while the run went on
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
             self.wandb.log(record, step=record["iter"])
+
+    def log_evaluation(self, iter_num, losses):
+        """An evaluation's losses {"train", "val"}, in the log and in loss.png's curves."""
+        self.log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"]})
+        if plots.have_matplotlib():
+            plots.plot_losses(self.path, self.path.with_name("loss.png"))
 
     def close(self):
         if self.wandb is not None:

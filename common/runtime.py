@@ -12,11 +12,12 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.cli import UserError
+from common.costs import training_bytes
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,13 +56,15 @@ def pick_device(name):
         if torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    kind = name.split(":")[0]
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     if kind == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device={name} but this machine has no CUDA GPU; use --device=cpu or auto")
+    if index and int(index) >= torch.cuda.device_count():
+        raise UserError(f"--device={name} but this machine has {torch.cuda.device_count()} CUDA GPUs (cuda:0 ...)")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device={name} but mps is not available here; use --device=cpu or auto")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     return name
 
 
@@ -104,6 +107,32 @@ def cpu_has_bf16():
         return False
     capabilities = torch.cpu.get_capabilities()
     return any(capabilities.get(flag) for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
+def memory_bytes(device):
+    """All the memory of device: a CUDA GPU's own, else the machine's physical memory (which Apple's
+    mps shares), as the system reports it (os.sysconf: Linux, macOS); None where it can't be known."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no os.sysconf (Windows), or no such name there
+        return None
+
+
+def check_training_memory(config, batch_size, device, seq_len=None, shards=1):
+    """Before a model is built: refuse a GPTConfig and batch whose training step can't fit in device's
+    memory, naming both figures, rather than let the allocation fail (or the system kill the process)
+    later. The need is a floor (costs.training_bytes), so a step this allows may still not fit.
+    seq_len: tokens per sequence, if fewer than block_size; shards: the processes a sharded model
+    (--parallel=fsdp or tp) is spread over, each of which holds at least its share."""
+    needed, available = training_bytes(config, batch_size, seq_len) / shards, memory_bytes(device)
+    if available is not None and needed > available:
+        raise UserError(f"a GPT of block_size {config.block_size:,}, n_layer {config.n_layer}, n_embd {config.n_embd} "
+                        f"and vocab_size {config.vocab_size:,} trained {batch_size} sequences at a time needs at least "
+                        f"{needed / 2**30:,.1f} GiB (weights, gradients, AdamW's moments and activations), more than "
+                        f"the {available / 2**30:,.1f} GiB of {device}; lower --block_size or --batch_size, or train a "
+                        f"smaller model")
 
 
 def autocast(device, dtype):
@@ -160,22 +189,25 @@ class Distributed:
         return self.world_size > 1
 
 
-def setup_distributed(backend):
-    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain `python train.py` sets none of them."""
-    if "RANK" not in os.environ:
-        return Distributed()
-    dist.init_process_group(backend=backend)
-    return Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
-
-
-def grad_scaler(device, dtype, state=None):
-    """The loss scaler of a training loop: float16 gradients underflow to 0 unless the loss is scaled
-    up first; bfloat16 and float32 need none (the scaler is then a no-op). state: a checkpoint's
-    scaler state to go on from; {} (saved by a run in another dtype) or None starts afresh."""
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
-    if scaler.is_enabled() and state:
-        scaler.load_state_dict(state)
-    return scaler
+def setup_distributed(device):
+    """(Distributed, device): torchrun sets RANK, LOCAL_RANK and WORLD_SIZE, a plain `python train.py`
+    none of them. The backend follows the device: NCCL between CUDA GPUs, gloo between CPU processes;
+    each CUDA process takes the GPU of its local rank."""
+    names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    if not any(name in os.environ for name in names):
+        return Distributed(), device
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise UserError(f"{', '.join(missing)} unset while {', '.join(n for n in names if n in os.environ)} "
+                        f"is set: start several processes with torchrun, or unset them to run one")
+    if device.startswith("cuda") and not dist.is_nccl_available():
+        raise UserError("this torch build has no NCCL for CUDA processes; use --device=cpu (gloo)")
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    ddp = Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    if device.startswith("cuda"):
+        device = f"cuda:{ddp.local_rank}"  # one GPU per process
+        torch.cuda.set_device(device)
+    return ddp, device
 
 
 def end_distributed():
@@ -183,8 +215,8 @@ def end_distributed():
 
     Exiting skips Python's own shutdown on purpose. In PyTorch 2.13 a gloo worker thread may still be
     freeing the last backward's collectives when the main thread finishes; they hold a Python object,
-    and freeing it while the interpreter shuts down aborts the process ("terminate called without an
-    active exception", pytorch/pytorch#190489; 3 launches in 20 of a 2-rank run here). The run's files
+    and freeing it while the interpreter shuts down aborts the process now and then ("terminate called
+    without an active exception", pytorch/pytorch#190489; docs/gpus.md has the counts). The run's files
     are written and closed by then, so leaving without the shutdown loses nothing."""
     dist.barrier()  # wait for the master's last evaluation: a rank that tears down early can abort
     dist.destroy_process_group()
@@ -193,26 +225,13 @@ def end_distributed():
     os._exit(0)
 
 
-def wrap_ddp(model, device, ddp):
-    """DistributedDataParallel averages the gradients of all ranks during backward."""
-    if not ddp.enabled:
-        return model
-    return DDP(model, device_ids=[ddp.local_rank] if device.startswith("cuda") else None)
-
-
-def rng_state(device):
-    """The random state that dropout draws from, for a checkpoint: a resumed run drops the same units.
-    On a GPU only this process's GPU's state: asking for every GPU's would wake them all."""
-    state = {"torch": torch.get_rng_state()}
-    if device.startswith("cuda"):
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state, device):
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and device.startswith("cuda"):  # a GPU run resumed on a CPU has no use for it
-        torch.cuda.set_rng_state(state["cuda"], device)
+def step_seed(seed, *step):
+    """A seed for one step's random draws (a batch's windows, a rank's dropout), made from the run's
+    seed and numbers that name the step, e.g. (split, step) or (rank, iteration). It depends on nothing
+    else, so a resumed run draws exactly what the uninterrupted run would have, with no random state to
+    save, and different ranks or steps draw differently. SeedSequence mixes the numbers well (seed + step
+    would give rank 1's step 0 the seed of rank 0's step 1)."""
+    return int(np.random.SeedSequence([seed, *step]).generate_state(1)[0])
 
 
 def peak_flops(device, dtype):

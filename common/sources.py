@@ -11,8 +11,6 @@ the user gave; $GPT_DATA_DIR/tinyshakespeare/input.txt; ../shared/data/tinyshake
 beside the repository; a copy downloaded earlier; and last a download of the canonical URL.
 """
 
-import hashlib
-import json
 import os
 import random
 import shutil
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import UserError
+from common.files import atomic_write, write_json, write_jsonl
 from common.progress import Progress
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -70,20 +69,16 @@ def find_source(relpath, url, download_dir, input_path=None, member=None):
 
 
 def download(url, cache):
-    """Fetch url into the cache folder, unless an earlier run already did."""
+    """Fetch url into the cache folder, unless an earlier run already did. The bytes go to a fresh
+    temporary file that is renamed into place when complete (common/files.atomic_write): an interrupted
+    download, or two processes fetching at once, never leave a partial file under the final name."""
     path = cache / url.rsplit("/", 1)[-1]
     if path.is_file():
         return path
     cache.mkdir(parents=True, exist_ok=True)
     print(f"downloading {url} -> {path}")
-    partial = path.with_name(path.name + ".part")  # renamed only when complete
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as f:
-            copy_with_progress(response, f, path.name)
-    except OSError:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(path)
+    with urllib.request.urlopen(url, timeout=60) as response:
+        atomic_write(path, lambda f: copy_with_progress(response, f, path.name))
     return path
 
 
@@ -106,32 +101,9 @@ def extract(archive, member, cache):
     path = cache / Path(member).name
     if not path.is_file():
         with zipfile.ZipFile(archive) as z:
-            path.write_bytes(z.read(member))
+            data = z.read(member)
+        atomic_write(path, lambda f: f.write(data))
     return path
-
-
-def read_text(path):
-    """A whole text file; a missing or non-UTF-8 file is the user's mistake."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:  # a folder, a file we may not read
-        raise UserError(f"{path}: {e.strerror}") from None
-
-
-def numbered_lines(path):
-    """(line number, line without its line ending) for each line of a text file, counting from 1.
-    Only "\\n" ends a line: str.splitlines would also cut a text at a form feed or a Unicode line
-    separator, which a message may hold."""
-    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
-        yield lineno, line.removesuffix("\r")
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def label_counts(parts):
@@ -164,31 +136,12 @@ def write_tokens(ids, path):
     """A token stream as raw uint16, the format train.py memory-maps; GPT-2's 50,257 ids fit."""
     ids = np.asarray(ids, dtype=np.int64)
     assert ids.size == 0 or (ids.min() >= 0 and ids.max() < 2**16), "token ids must fit in uint16"
-    ids.astype(np.uint16).tofile(path)
+    atomic_write(path, lambda f: ids.astype(np.uint16).tofile(f))
 
 
 def read_tokens(path):
     """The token stream written by write_tokens, memory-mapped rather than read into memory."""
     return np.memmap(path, dtype=np.uint16, mode="r")
-
-
-def write_json(obj, path):
-    """meta.json and split.json: plain JSON, which (unlike a pickle) can't run code when read."""
-    Path(path).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file; run the dataset's prepare.py first") from None
-
-
-def write_jsonl(rows, path):
-    """One JSON object per line: the prepared examples of a finetuning task."""
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def make_out_dir(out_dir):
@@ -208,5 +161,3 @@ def write_splits(parts, out_dir, record):
     write_json(record, Path(out_dir) / "split.json")
 
 
-def read_jsonl(path):
-    return [json.loads(line) for _, line in numbered_lines(path) if line]

@@ -18,7 +18,8 @@ import tiktoken_ext.openai_public
 
 from common import bpe
 from common.cli import UserError
-from common.sources import local_copy, sha256
+from common.sources import local_copy
+from common.files import sha256
 
 EOT = "<|endoftext|>"  # the document boundary of the byte-level tokenizers
 
@@ -85,9 +86,24 @@ class BPETokenizer(TiktokenTokenizer):
         super().__init__(encoding, {"kind": "bpe", "merges": " ".join(f"{a} {b}" for a, b in merges)})
 
     @classmethod
-    def from_meta(cls, meta):
-        ids = [int(i) for i in meta["merges"].split()]
-        return cls(list(zip(ids[0::2], ids[1::2])))
+    def from_meta(cls, meta, source):
+        """The tokenizer a "bpe" meta describes, once its merges are checked: pairs of integer ids, each
+        joining two tokens that exist before it (the 256 bytes, then one token per earlier merge).
+        source names the file in messages."""
+        words = meta.get("merges")
+        ids = words.split() if isinstance(words, str) else None
+        if ids is None or len(ids) % 2 or not all(i.isascii() and i.isdigit() for i in ids):
+            raise UserError(f"{source}: a bpe tokenizer's \"merges\" must be a string of pairs of token ids, "
+                            f"\"left right left right ...\"; it is damaged")
+        merges = list(zip(map(int, ids[0::2]), map(int, ids[1::2])))
+        for k, pair in enumerate(merges):
+            if max(pair) >= 256 + k:
+                raise UserError(f"{source}: bpe merge {k} joins token {max(pair)}, which no earlier merge made; "
+                                f"it is damaged")
+        try:
+            return cls(merges)
+        except ValueError as e:  # two merges that make the same bytes (bpe.mergeable_ranks)
+            raise UserError(f"{source}: {e}; it is damaged") from None
 
 
 # the sha256 of OpenAI's files, the same that tiktoken checks when it downloads them
@@ -129,5 +145,5 @@ def load_tokenizer(meta, source="the tokenizer's description"):
     if kind == "gpt2":
         return gpt2_tokenizer()
     if kind == "bpe":
-        return BPETokenizer.from_meta(meta)
+        return BPETokenizer.from_meta(meta, source)
     raise UserError(f"{source}: unknown tokenizer kind {kind!r}; expected 'char', 'gpt2' or 'bpe'")

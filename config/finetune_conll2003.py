@@ -12,7 +12,7 @@ out_dir = "out-conll2003"
 head = "token"
 train = "full"
 
-lr = 1e-3  # a small model can take a large step
+learning_rate = 1e-3  # a small model can take a large step
 batch_size = 16
 epochs = 3
 warmup_iters = 100

@@ -20,7 +20,7 @@ head = "mean"
 train = "full"
 block_size = 256  # for --init_from=scratch: the base model's context
 
-lr = 5e-4
+learning_rate = 5e-4
 batch_size = 16
 epochs = 1
 warmup_iters = 100

@@ -9,7 +9,7 @@ the result joins the residual stream. up starts at zero, so at the start the mod
 pretrained one; only about 4 * m * C numbers per block are trained.
 Paper: Houlsby et al. 2019, https://arxiv.org/abs/1902.00751
 
-    apply_adapters(gpt, size)    wrap each block's attn.c_proj and mlp.c_proj (the body is frozen first)
+    apply_adapters(gpt, size)    wrap each block's attn.c_proj and mlp.c_proj
     adapter_state(gpt)           the adapters' weights, by the name of the layer they follow
     remove_adapters(gpt)         the plain GPT again (checkpoints store it, and the adapters beside it)
 """
@@ -56,10 +56,10 @@ def adapted_layers(gpt):
 
 
 def apply_adapters(gpt, size):
-    """Freeze gpt and put a new Adapter after every target layer of every block, in place."""
+    """Put a new Adapter after every target layer of every block, in place (finetune.py freezes the
+    body first: --train=adapter)."""
     if size < 1:
         raise ValueError(f"--adapter_size must be at least 1, got {size}")
-    gpt.requires_grad_(False)
     for i, block in enumerate(gpt.transformer.h):
         for target in ADAPTER_TARGETS:
             parent_name, _, child = target.rpartition(".")

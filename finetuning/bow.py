@@ -3,11 +3,9 @@ The bag-of-words baseline a finetuned GPT has to beat: logistic regression on th
 (1-2-grams) of a text, TF-IDF weighted, fitted on a task's train split, its L2 penalty chosen on val,
 scored on every split like finetune.py's models (finetuning.metrics).
 
-    python finetuning/bow.py --task=imdb                # data/imdb/{train,val,test}.jsonl -> out-bow-imdb/bow.json
-    python finetuning/bow.py --task=sst2                # val and GLUE's dev
-    python finetuning/bow.py --data_dir=path/to/task    # any folder with train.jsonl, val.jsonl and more .jsonl
+    python tools/baseline.py --task=imdb    # fitted and scored alone: data/imdb/{train,val,test}.jsonl
 
-From finetune.py: bow_baseline(train_rows, {"val": rows, "test": rows}, labels) -> {split: report}.
+From finetune.py: bow_baseline(train_rows, {"val": rows, "test": rows}, labels) -> (model, {split: report}).
 
 What each step does, and why:
 1. n-grams: the lower-cased words (and single punctuation marks, since "!" carries sentiment), and
@@ -26,24 +24,13 @@ What each step does, and why:
 
 import math
 import re
-import sys
-import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
-
-# Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn.functional as F
 
-from common.cli import UserError, parse_config, run_main
-from common.sources import read_jsonl, write_json
-from finetuning.metrics import classification_report, format_report, headline
-
-ROOT = Path(__file__).resolve().parents[1]
+from finetuning.metrics import classification_report, headline
 MIN_DF = 2  # an n-gram must occur in this many training texts to become a feature
 MAX_FEATURES = 200_000
 L2_GRID = (3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)  # strongest first; the penalty is l2 / 2 * sum(W^2)
@@ -123,13 +110,17 @@ def fit_softmax(X, y, n_classes, l2, init=None):
 
 
 class BagOfWords:
-    """Features + the softmax weights for one penalty; predict gives each text's label."""
+    """Features + the softmax weights for one penalty; predict gives each text's label, probs its
+    label probabilities."""
 
     def __init__(self, features, W, b, labels, l2):
         self.features, self.W, self.b, self.labels, self.l2 = features, W, b, list(labels), l2
 
     def predict(self, texts):
         return self.predict_features(self.features.matrix(texts))
+
+    def probs(self, texts):
+        return (self.features.matrix(texts) @ self.W + self.b).softmax(dim=1)  # (N, K)
 
     def predict_features(self, X):
         logits = X @ self.W + self.b  # (N, K)
@@ -160,49 +151,6 @@ def score_splits(model, splits):
 
 
 def bow_baseline(train_rows, splits, labels):
-    """Fit on train_rows, choose the penalty on splits["val"], and report on every split."""
+    """Fit on train_rows, choose the penalty on splits["val"]: (the model, its report on every split)."""
     model, _ = fit(train_rows, splits["val"], list(labels))
-    return score_splits(model, splits)
-
-
-# ----------------------------------------------------------------------------- the command line
-
-@dataclass
-class BowConfig:
-    task: str = "imdb"  # reads data/<task>/*.jsonl, made by data/<task>/prepare.py
-    data_dir: str = ""  # or any folder with train.jsonl, val.jsonl and other labelled splits (*.jsonl)
-    out_dir: str = ""  # where bow.json goes; "" = out-bow-<the data folder's name>
-
-
-def read_splits(data_dir):
-    """train rows, and {name: rows} of every other .jsonl split in data_dir, val first."""
-    if not (data_dir / "train.jsonl").is_file() or not (data_dir / "val.jsonl").is_file():
-        raise UserError(f"{data_dir} needs train.jsonl and val.jsonl; make them with data/<task>/prepare.py")
-    names = sorted(p.stem for p in data_dir.glob("*.jsonl") if p.stem not in ("train", "val"))
-    return read_jsonl(data_dir / "train.jsonl"), {name: read_jsonl(data_dir / f"{name}.jsonl") for name in ["val", *names]}
-
-
-def main(argv):
-    cfg = parse_config(BowConfig, argv)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else ROOT / "data" / cfg.task
-    train_rows, splits = read_splits(data_dir)
-    labels = sorted({r["label"] for r in train_rows})
-    t0 = time.perf_counter()
-    model, val_reports = fit(train_rows, splits["val"], labels)
-    reports = score_splits(model, splits)
-    seconds = time.perf_counter() - t0
-    for l2, report in val_reports.items():
-        print(f"l2 {l2:g}: val accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
-    print(f"chose l2 {model.l2:g}; {len(model.features):,} n-gram features; {seconds:.0f} s in all")
-    for name, report in reports.items():
-        print(f"{name}:\n{format_report(report)}")
-    out_dir = Path(cfg.out_dir or f"out-bow-{data_dir.name}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json({"data_dir": str(data_dir), "l2": model.l2, "features": len(model.features), "seconds": round(seconds, 1),
-                "val_by_l2": {str(l2): r["macro_f1"] for l2, r in val_reports.items()}, "reports": reports},
-               out_dir / "bow.json")
-    print(f"written to {out_dir / 'bow.json'}")
-
-
-if __name__ == "__main__":
-    run_main(main)
+    return model, score_splits(model, splits)

@@ -3,7 +3,7 @@ A finetuned run's checkpoint: out_dir/best.pt holds one dict per member (a singl
 is, several as {"members": [...]}). Each dict is a plain GPT checkpoint, which common.checkpoint
 loads as it loads a pretrained model (LoRA updates merged into the weights), plus the head's
 weights, the task's labels and the run's settings. out_dir/last.pt is what an interrupted run
-resumes from: the member in training, its optimizer, its place in the batches and its dropout.
+resumes from: the member in training, its optimizer and its iteration.
 """
 
 import copy
@@ -11,8 +11,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from common import runtime
-from common.checkpoint import check_resumable, load_checkpoint, model_from_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from common.run_folder import check_resumable
 from common.cli import UserError, resumed_config
 from common.tokenizer import load_tokenizer
 from finetuning.adapter import adapted_layers, adapter_state, load_adapters, remove_adapters
@@ -71,22 +71,35 @@ def load_members(out_dir, attention=None):
     path = Path(out_dir) / "best.pt"
     ckpt = load_checkpoint(path)
     members = ckpt.get("members", [ckpt])
+    if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
+        raise UserError(f"{path}: its \"members\" are not a list of checkpoints; it is damaged")
     if "head" not in members[0]:
         raise UserError(f"{path} is a pretrained model, not a finetuned one; finetune it first "
                         f"(python finetune.py --init_from={out_dir} ...)")
     parts = []
     for member in members:
-        gpt = model_from_checkpoint(member, attention=attention)
+        gpt = model_from_checkpoint(member, attention=attention, source=path)
         if "adapters" in member:
             load_adapters(gpt, member["adapters"])
         prefix = None
         if "prefix" in member:
             prefix = Prefix(gpt, member["prefix"]["k"].size(2))
             prefix.load_state_dict(member["prefix"])
-        head = build_head(member["head_name"], gpt.config.n_embd, len(member["labels"]))
+        parts.append((gpt, load_head(member, gpt.config.n_embd, path), prefix))
+    return parts, load_tokenizer(members[0].get("tokenizer"), path), members
+
+
+def load_head(member, n_embd, path):
+    """The head a member's checkpoint dict names (head_name), with its weights; a name no head has
+    (a file from another version, or damaged) or weights that don't fit that head are one line."""
+    try:
+        head = build_head(member["head_name"], n_embd, len(member["labels"]))
         head.load_state_dict(member["head"])
-        parts.append((gpt, head, prefix))
-    return parts, load_tokenizer(members[0]["tokenizer"]), members
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: load_state_dict's mismatches
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: can't rebuild the finetuned head ({reason}); the checkpoint is damaged or "
+                        f"from another version") from None
+    return head
 
 
 def load_resume_point(cfg, given, config_cls, may_change):
@@ -105,21 +118,10 @@ def load_resume_point(cfg, given, config_cls, may_change):
     return cfg, last, finished.get("members", [finished])[: last["member"]]
 
 
-def save_resume_point(classifier, optimizer, scaler, cfg, member, iter_num, best, started, device):
-    """out_dir/last.pt: everything it takes to continue member exactly after iteration iter_num."""
+def save_resume_point(classifier, optimizer, scaler, cfg, member, iter_num, best, started):
+    """out_dir/last.pt: everything it takes to continue member exactly after iteration iter_num. No
+    random state: the batches and the dropout of an iteration are drawn from seeds made of its number."""
     save_checkpoint({"member": member, "iter_num": iter_num, "best": best, "classifier": classifier.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                     "rng": runtime.rng_state(device), "config": asdict(cfg), "train_seconds": time.time() - started},
+                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "config": asdict(cfg),
+                     "train_seconds": time.time() - started},
                     Path(cfg.out_dir) / "last.pt")
-
-
-def restore_resume_point(last, classifier, optimizer, batches, device):
-    """Put an interrupted member back as last.pt saved it: the weights, the optimizer, the batches
-    already trained on (drawn again and skipped), the dropout (the loss scaler: runtime.grad_scaler).
-    Returns its best so far and the iteration to go on from."""
-    classifier.load_state_dict(last["classifier"])
-    optimizer.load_state_dict(last["optimizer"])
-    for _ in range(last["iter_num"]):
-        next(batches)
-    runtime.set_rng_state(last["rng"], device)
-    return last["best"], last["iter_num"]

@@ -1,7 +1,8 @@
 """
 Using a classifier, or an Ensemble of them: label probabilities for examples, the predicted labels
 (for tagging, the best valid IOB2 sequence), and their scores against the gold labels
-(finetuning/metrics.py); plus what finetune.py's --eval_file and --predict do with a finetuned run.
+(finetuning/metrics.py) beside the baselines; plus what finetune.py's --eval_file and --predict do
+with a finetuned run.
 """
 
 from pathlib import Path
@@ -13,9 +14,10 @@ import torch.nn.functional as F
 from common import runtime
 from common.cli import UserError
 from common.progress import track
-from common.sources import numbered_lines, write_json
+from common.files import numbered_lines, write_json
 from finetuning.bow import bow_baseline
-from finetuning.metrics import format_report, headline, score
+from finetuning.feature_crf import feature_crf_baseline
+from finetuning.metrics import classification_report, format_report, headline, score
 from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
 from finetuning.tasks import TASKS, collate, encode_row, load_examples, max_tokens, split_path, texts
 
@@ -63,16 +65,31 @@ def per_text(probs, examples):
     return [torch.stack(g).mean(0) for g in groups], firsts  # each (n_chunks, L) -> (L,); tagging: one chunk
 
 
-def predicted_labels(probs, examples, labels):
-    """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence."""
+def crf_of(classifier):
+    """The CRF of a --head=token_crf classifier, which decodes its tags; None for the other heads. (An
+    Ensemble has no head: finetune.py never makes one of token_crf members.)"""
+    return getattr(getattr(classifier, "head", None), "crf", None)
+
+
+def predicted_labels(probs, examples, labels, crf=None):
+    """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence: by its
+    words' probabilities alone, or with crf (a token_crf head's) by Viterbi over the CRF's scores."""
     outside = F.one_hot(torch.tensor(0), len(labels)).float()  # (L,) certainly "O" (labels[0])
     out = []
     for p, e in zip(probs, examples):
         if e.first_pieces is None:
             out.append(labels[p.argmax().item()])
-        else:  # a word cut off by max_len is outside every entity
-            word_probs = torch.stack(word_predictions(list(p), e.first_pieces, outside))  # (n_words, L)
-            out.append([labels[i] for i in decode_iob2(word_probs.clamp_min(1e-30).log(), labels)])
+            continue
+        # a word cut off by max_len is outside every entity
+        word_probs = torch.stack(word_predictions(list(p), e.first_pieces, outside))  # (n_words, L)
+        log_probs = word_probs.clamp_min(1e-30).log()
+        if crf is None:
+            tags = decode_iob2(log_probs, labels)
+        else:  # the CRF's emissions less one constant per word (log-softmax), which every path pays alike
+            device = crf.transitions.device
+            one_sentence = torch.ones(1, len(log_probs), dtype=torch.bool, device=device)  # (1, n_words) mask
+            tags = crf.viterbi(log_probs.unsqueeze(0).to(device), one_sentence, labels)[0]
+        out.append([labels[i] for i in tags])
     return out
 
 
@@ -81,8 +98,15 @@ def gold_labels(examples):
 
 
 def evaluate(classifier, examples, labels, batch_size, device, ctx):
+    return evaluate_probs(classifier, examples, labels, batch_size, device, ctx)[0]
+
+
+def evaluate_probs(classifier, examples, labels, batch_size, device, ctx):
+    """(report, each text's label probabilities, its first Example): what evaluate scores, and the
+    probabilities it scored, for combining with another model's."""
     probs, examples = per_text(predict_probs(classifier, examples, batch_size, device, ctx), examples)
-    return score(gold_labels(examples), predicted_labels(probs, examples, labels), labels)
+    report = score(gold_labels(examples), predicted_labels(probs, examples, labels, crf_of(classifier)), labels)
+    return report, probs, examples
 
 
 def texts_to_predict(spec):
@@ -90,16 +114,19 @@ def texts_to_predict(spec):
     if not spec.startswith("FILE:"):
         return [("--predict", spec)]
     path = spec.removeprefix("FILE:")
-    return [(f"{path}:{lineno}", line) for lineno, line in numbered_lines(path) if line.strip()]
+    lines = [(f"{path}:{lineno}", line) for lineno, line in numbered_lines(path) if line.strip()]
+    if not lines:
+        raise UserError(f"{path}: no text to predict (the file is empty or holds only blank lines)")
+    return lines
 
 
 def evaluate_file(classifier, tokenizer, run, path, truncate, batch_size, device, ctx):
     """--eval_file: score a labelled file with a finetuned run (run: its first member's checkpoint
-    dict, which holds the run's settings), reading long texts as truncate says; for tagging, beside
-    the most-frequent-tag baseline."""
+    dict, which holds the run's settings), reading long texts as truncate says and sentences as the run
+    read them; for tagging, beside the most-frequent-tag baseline."""
     task_name, labels = run["config"]["task"], run["labels"]
     max_len = max_tokens(run["config"], run["model_args"]["block_size"])
-    examples = load_examples(path, task_name, tokenizer, max_len, truncate=truncate)
+    examples = load_examples(path, task_name, tokenizer, max_len, truncate=truncate, reading=reading_of(run))
     report = evaluate(classifier, examples, labels, batch_size, device, ctx)
     report["eval_file"], report["truncate"] = str(path), truncate
     print(f"--- {path}\n{format_report(report)}")
@@ -121,13 +148,19 @@ def predict(classifier, tokenizer, run, spec, truncate, batch_size, device, ctx)
         if not text.strip():
             raise UserError(f"{where}: empty text")
         row = {"tokens": text.split()} if task.per_token else {"text": text}
-        examples.extend(encode_row(row, task, tokenizer, max_len, where, truncate))
+        examples.extend(encode_row(row, task, tokenizer, max_len, where, truncate, reading_of(run)))
     probs, examples = per_text(predict_probs(classifier, examples, batch_size, device, ctx), examples)
-    for p, e, predicted in zip(probs, examples, predicted_labels(probs, examples, run["labels"])):
+    tagged = predicted_labels(probs, examples, run["labels"], crf_of(classifier))
+    for p, e, predicted in zip(probs, examples, tagged):
         if task.per_token:
             print(" ".join(f"{word}/{tag}" for word, tag in zip(e.row["tokens"], predicted)))
         else:
             print(f"{predicted}\t{p.max().item():.3f}\t{e.row['text']}")
+
+
+def reading_of(run):
+    """How the run's tagger read a sentence (--reading); runs from before the option read left to right."""
+    return run["config"].get("reading", "causal")
 
 
 def use_finetuned(classifier, tokenizer, members, cfg, device, truncate=None):
@@ -153,9 +186,11 @@ def use_finetuned(classifier, tokenizer, members, cfg, device, truncate=None):
 
 def score_split(classifier, name, examples, train_set, task, batch_size, device, ctx):
     """metrics.json's entries for one split: the classifier's report; for an Ensemble each member's
-    alone too (what averaging adds); for tagging the most-frequent-tag baseline."""
-    out = {name: evaluate(classifier, examples, task.labels, batch_size, device, ctx)}
-    print(f"--- {name}\n{format_report(out[name])}")
+    alone too (what averaging adds); for tagging the most-frequent-tag baseline. Also returns the
+    classifier's label probabilities of each text."""
+    report, probs, _ = evaluate_probs(classifier, examples, task.labels, batch_size, device, ctx)
+    out = {name: report}
+    print(f"--- {name}\n{format_report(report)}")
     if hasattr(classifier, "members"):
         alone = [evaluate(m, examples, task.labels, batch_size, device, ctx) for m in classifier.members]
         out[f"{name}_members"] = alone
@@ -164,20 +199,47 @@ def score_split(classifier, name, examples, train_set, task, batch_size, device,
     if task.per_token:
         out[f"{name}_baseline"] = most_frequent_tag_baseline(train_set, examples, task.labels)
         print(f"most-frequent-tag baseline: entity F1 {headline(out[f'{name}_baseline']):.4f}")
-    return out
+    return out, probs
 
 
 def score_run(classifier, members, splits, train_set, task, batch_size, device, ctx):
     """metrics.json's scores of a finished run: its size and iterations, then every split's report
-    beside the baselines measured on the same rows (bag of words for texts, most frequent tag for words)."""
+    beside the baselines measured on the same rows (bag of words for texts; for words the most frequent
+    tag, and a CRF over hand-made word features)."""
     metrics = {"trainable_params": sum(m["trainable_params"] for m in members),
                "total_params": sum(m["total_params"] for m in members), "iters": members[0]["max_iters"],
                "best_iter": [m["iter_num"] for m in members] if len(members) > 1 else members[0]["iter_num"]}
+    gpt_probs = {}
     for name, examples in splits.items():
-        metrics.update(score_split(classifier, name, examples, train_set, task, batch_size, device, ctx))
-    if not task.per_token:  # the bar to clear: 1-2-gram logistic regression fitted on the same training rows
-        rows = {name: texts(examples) for name, examples in splits.items()}
-        metrics["bow_baseline"] = bow_baseline(texts(train_set), rows, task.labels)
+        reports, gpt_probs[name] = score_split(classifier, name, examples, train_set, task, batch_size, device, ctx)
+        metrics.update(reports)
+    rows = {name: texts(examples) for name, examples in splits.items()}
+    if task.per_token:  # the classic tagger to beat: fitted once, on the same training rows, scored on every split
+        metrics["feature_crf_baseline"] = feature_crf_baseline(texts(train_set), rows, task.labels)
+        print("feature-CRF baseline: " + ", ".join(f"{name} entity F1 {headline(r):.4f}"
+                                                   for name, r in metrics["feature_crf_baseline"].items()))
+    else:  # the bar to clear: 1-2-gram logistic regression fitted on the same training rows
+        bow, metrics["bow_baseline"] = bow_baseline(texts(train_set), rows, task.labels)
         print("bag-of-words baseline: " + ", ".join(f"{name} accuracy {r['accuracy']:.4f}"
                                                     for name, r in metrics["bow_baseline"].items()))
+        bow_probs = {name: bow.probs([r["text"] for r in split_rows]) for name, split_rows in rows.items()}
+        metrics["gpt_plus_bow"] = combine(gpt_probs, bow_probs, rows, task.labels)
+        print(f"GPT + bag-of-words, weight {metrics['gpt_plus_bow']['gpt_weight']} on the GPT (chosen on val): "
+              + ", ".join(f"{name} accuracy {metrics['gpt_plus_bow'][name]['accuracy']:.4f}" for name in rows))
     return metrics
+
+
+COMBINE_WEIGHTS = [i / 10 for i in range(11)]  # the GPT's weight; 0 is bag-of-words alone, 1 the GPT alone
+
+
+def combine(gpt_probs, bow_probs, rows, labels):
+    """What the GPT knows that the words' counts do not: each text's label probabilities averaged
+    between the two models, w * GPT + (1 - w) * bag-of-words, with the w of COMBINE_WEIGHTS that scores
+    best on val (val's labels choose w and nothing else), scored on every split. gpt_probs, bow_probs:
+    {split: each text's (L,) probabilities}; rows: {split: the texts' rows}."""
+    def report(name, w):
+        mixed = w * torch.stack(gpt_probs[name]) + (1 - w) * bow_probs[name]  # (N, L)
+        return classification_report([r["label"] for r in rows[name]], [labels[k] for k in mixed.argmax(1).tolist()],
+                                     labels)
+    best = max(COMBINE_WEIGHTS, key=lambda w: headline(report("val", w)))
+    return {"gpt_weight": best, **{name: report(name, best) for name in rows}}

@@ -3,6 +3,7 @@ Heads: small modules that turn a GPT's final hidden states into label scores.
 
     python finetune.py config/finetune_sms_spam.py --head=mean
     python finetune.py config/finetune_conll2003.py --head=token
+    python finetune.py config/finetune_conll2003.py --head=token_crf
 
 Every head is called as head(hidden, mask) with hidden (B, T, C), the output of GPT.hidden_states,
 and mask (B, T), True at real tokens and False at padding. A sequence head returns (B, L), one
@@ -18,6 +19,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from finetuning.crf import CRF
+from model import masked_cross_entropy
 
 HEADS = {}  # name -> head class; finetune.py's --head picks one
 
@@ -47,6 +51,16 @@ def check_head(name, task, per_token):
                          f"{'each word' if per_token else 'each text'}; choose from {', '.join(fitting)}")
 
 
+class Head(nn.Module):
+    """What every head shares: how its scores are trained. Cross-entropy of each row's label (or each
+    word's tag: the targets of the other positions are -1 and skipped); a head that scores in another
+    way (a CRF scores whole tag sequences) overrides loss."""
+    per_token = False  # True: one label per position (tagging), False: one per row
+
+    def loss(self, logits, targets):
+        return masked_cross_entropy(logits.float(), targets)
+
+
 def last_real_index(mask):
     """mask (B, T) -> (B,) the position of each row's last real token, wherever the padding is:
     the largest position index among the True entries."""
@@ -54,9 +68,8 @@ def last_real_index(mask):
     return (positions * mask).argmax(dim=1)
 
 
-class SequenceHead(nn.Module):
+class SequenceHead(Head):
     """One label per row: pool the real tokens' hidden states into one vector, then classify it."""
-    per_token = False
 
     def __init__(self, n_embd, n_labels):
         super().__init__()
@@ -114,7 +127,7 @@ class MLPHead(LastTokenHead):
 
 
 @register("token")
-class TokenHead(nn.Module):
+class TokenHead(Head):
     """One label per token, for tagging (NER). Padding positions get scores too, as every position is
     scored on its own; their labels are -1, so the loss and the predictions skip them."""
     per_token = True
@@ -125,3 +138,32 @@ class TokenHead(nn.Module):
 
     def forward(self, hidden, mask):
         return self.classifier(hidden)  # (B, T, C) -> (B, T, L)
+
+
+@register("token_crf")
+class TokenCRFHead(TokenHead):
+    """The token head's scores, read at each word's first piece, as the emissions of a CRF over the
+    sentence's words (finetuning/crf.py): it also learns which tag follows which, and is trained on
+    whole tag sequences. finetuning/evaluate.py decodes its tags with the CRF's Viterbi."""
+
+    def __init__(self, n_embd, n_labels):
+        super().__init__(n_embd, n_labels)
+        self.crf = CRF(n_labels)
+
+    def loss(self, logits, targets):
+        """The CRF's negative log-likelihood of each row's words in order (the positions whose target is
+        not -1), per word, as the token head's cross-entropy is: while the CRF's scores are zero, the two equal."""
+        emissions, tags, mask = words_first(logits.float(), targets)
+        return self.crf.nll(emissions, tags, mask).sum() / mask.sum()
+
+
+def words_first(logits, targets):
+    """Each row's words (the positions whose target is not -1) moved to its front, in their order.
+    logits (B, T, L), targets (B, T) -> emissions (B, W, L), tags (B, W), mask (B, W) True at words,
+    W being the most words of a row."""
+    is_word = targets != -1  # (B, T)
+    order = torch.argsort(~is_word, dim=1, stable=True)  # (B, T): a row's word positions, then the rest
+    order = order[:, : is_word.sum(1).max()]  # (B, W)
+    emissions = logits.gather(1, order.unsqueeze(2).expand(-1, -1, logits.size(2)))  # (B, W, L)
+    tags = targets.gather(1, order)  # (B, W), -1 after a row's words
+    return emissions, tags, tags != -1

@@ -23,14 +23,13 @@ LORA_TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 class LoRALinear(nn.Module):
-    """A frozen nn.Linear plus a trainable rank-r update scaled by alpha / r."""
+    """An nn.Linear plus a rank-r update scaled by alpha / r (finetune.py freezes the Linear: --train=lora)."""
 
     def __init__(self, base, rank, alpha):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be at least 1, got {rank}")
         self.base = base
-        self.base.requires_grad_(False)
         self.rank, self.alpha = rank, alpha
         # dividing by r keeps the update's size steady when r changes, so alpha needs no retuning
         self.scale = alpha / rank

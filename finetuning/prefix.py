@@ -15,7 +15,15 @@ Paper: Li and Liang 2021, https://arxiv.org/abs/2101.00190
 import torch
 import torch.nn as nn
 
+from common.cli import UserError
 from model import KVCache
+
+
+def check_prefix_len(length, block_size):
+    """The prefix takes positions of the model's block, and the text needs at least one. finetune.py
+    checks this as soon as the pretrained model's block_size is known, before any data is read."""
+    if not 1 <= length < block_size:
+        raise UserError(f"--prefix_len must be between 1 and block_size - 1 ({block_size - 1}), got {length}")
 
 
 class Prefix(nn.Module):
@@ -24,8 +32,7 @@ class Prefix(nn.Module):
     def __init__(self, gpt, length, generator=None):
         super().__init__()
         cfg = gpt.config
-        if not 1 <= length < cfg.block_size:
-            raise ValueError(f"--prefix_len must be between 1 and block_size - 1 ({cfg.block_size - 1}), got {length}")
+        check_prefix_len(length, cfg.block_size)
         # start from what real tokens (random ones, drawn with generator) make in every layer
         ids = torch.randint(cfg.vocab_size, (1, length), generator=generator, device=gpt.lm_head.weight.device)
         cache = KVCache(cfg.n_layer, cfg.block_size)

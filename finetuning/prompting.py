@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from common.cli import UserError
 from common.progress import track
-from common.sources import write_json
+from common.files import write_json
 from finetuning.evaluate import gold_labels
 from finetuning.metrics import classification_report, format_report
 from finetuning.tasks import TASKS, Example, check_row, collate, load_examples, read_rows, split_path
@@ -72,11 +72,35 @@ def label_scores(gpt, tokenizer, prefix, task, texts, batch_size, device):
     return torch.tensor(scores).view(len(texts), len(verbalizers))  # (N, L)
 
 
+def can_write(tokenizer, text):
+    """Whether the tokenizer has tokens for text: a character-level one lacks what its corpus never held."""
+    try:
+        tokenizer.encode(text)
+    except UserError:
+        return False
+    return True
+
+
+def check_prompt_fits(tokenizer, task, name):
+    """The task's prompt and label words are ours, not the user's: a model whose vocabulary can't write
+    them can't be prompted at all, and the message must not blame the user's texts."""
+    ours = task.template.format(text="") + "".join(task.verbalizers.values())
+    if not can_write(tokenizer, ours):
+        missing = "".join(sorted({c for c in ours if not can_write(tokenizer, c)}))
+        raise UserError(f"--zero_shot: this model's vocabulary lacks {missing!r}, which the {name} task's "
+                        f"own prompt {task.template!r} needs; prompt a model whose tokenizer covers it (a GPT-2 BPE "
+                        f"model)")
+
+
 def content_free_bias(gpt, tokenizer, prefix, task, batch_size, device):
     """(L,) log of the mean label probabilities (over the labels alone) after content-free texts. A
     model that favours a label whatever the text (the prompt, the shots' order, a common word) shows
-    it here; subtracting it from every text's scores divides that preference out."""
-    scores = label_scores(gpt, tokenizer, prefix, task, CONTENT_FREE, batch_size, device)  # (K, L)
+    it here; subtracting it from every text's scores divides that preference out. A content-free text
+    the model can't write (a character-level model without "/") is left out, and that is said."""
+    texts = [text for text in CONTENT_FREE if can_write(tokenizer, text)]
+    for text in sorted(set(CONTENT_FREE) - set(texts)):
+        print(f"note: calibrating without the content-free text {text!r}: this model's vocabulary lacks its characters")
+    scores = label_scores(gpt, tokenizer, prefix, task, texts, batch_size, device)  # (K, L)
     return scores.softmax(dim=1).mean(dim=0).log()
 
 
@@ -88,6 +112,7 @@ def zero_shot(gpt, tokenizer, cfg, device):
     task = TASKS[cfg.task]
     if not task.verbalizers:
         raise UserError(f"--zero_shot works for text classification; {cfg.task} has no verbalizers")
+    check_prompt_fits(tokenizer, task, cfg.task)
     gpt.to(device).eval()
     prefix = ""
     if cfg.shots:
@@ -107,6 +132,5 @@ def zero_shot(gpt, tokenizer, cfg, device):
             predicted = [task.labels[i] for i in s.argmax(dim=1).tolist()]
             results[key] = classification_report(gold_labels(examples), predicted, task.labels)
             print(f"--- {key}, {cfg.shots}-shot\n{format_report(results[key])}")
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     write_json(results, Path(cfg.out_dir) / "zero_shot.json")
     print(f"wrote {cfg.out_dir}/zero_shot.json")

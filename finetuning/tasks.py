@@ -5,11 +5,13 @@ data set's own format) -> checked rows -> Examples (token ids and targets) -> pa
     from finetuning.tasks import TASKS, load_examples, split_path
     examples = load_examples(split_path("", "sst2", "val"), "sst2", tokenizer, max_len=128)
 
-A new task is one entry in TASKS plus a data/<task>/prepare.py that writes train.jsonl, val.jsonl
-and its test split, and reads the raw format (read_examples).
+A new task is one entry in TASKS, a reader of its raw format with its labels in data/formats.py, and
+a data/<task>/prepare.py that writes train.jsonl, val.jsonl and its test split.
 """
 
+import functools
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,11 +20,9 @@ from pathlib import Path
 import torch
 
 from common.cli import UserError
-from common.sources import numbered_lines
-from data.conll2003 import prepare as conll2003
-from data.imdb import prepare as imdb
-from data.sms_spam import prepare as sms_spam
-from data.sst2 import prepare as sst2
+from common.runtime import step_seed
+from common.files import numbered_lines
+from data import formats
 from finetuning.tagging import align_word_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Task:
-    labels: tuple  # the class names, or for tagging the IOB2 tags: the data's prepare.py lists them
+    labels: tuple  # the class names, or for tagging the IOB2 tags: data/formats.py lists them
     per_token: bool  # True: one label per word (tagging); False: one per text
-    read_raw: Callable  # path -> rows: reads a file in the data set's own format (its prepare.py)
+    read_raw: Callable  # path -> rows: reads a file in the data set's own format (data/formats.py)
     test_split: str | None  # the held-out split's file, <data_dir>/<test_split>.jsonl; None: not given
     template: str = ""  # zero-shot prompt; {text} is replaced by the example's text
     verbalizers: dict = field(default_factory=dict)  # label -> the word the LM is scored on after the prompt
@@ -40,22 +40,22 @@ class Task:
 
 TASKS = {
     "sms_spam": Task(
-        labels=sms_spam.LABELS, per_token=False, read_raw=sms_spam.read_examples, test_split="test",
+        labels=formats.SMS_SPAM_LABELS, per_token=False, read_raw=formats.read_sms_spam, test_split="test",
         template="Text message: {text}\nIs this message spam or ham? Answer:",
         verbalizers={"ham": " ham", "spam": " spam"},
     ),
     "sst2": Task(  # GLUE's dev split is the test: GLUE's own test split has no labels
-        labels=sst2.LABELS, per_token=False, read_raw=sst2.read_examples, test_split="dev",
+        labels=formats.SST2_LABELS, per_token=False, read_raw=formats.read_sst2, test_split="dev",
         template="Review: {text}\nIs this review positive or negative? Answer:",
         verbalizers={"negative": " negative", "positive": " positive"},
     ),
     "imdb": Task(  # the official 25,000 test reviews; val is 10% of the official train
-        labels=imdb.LABELS, per_token=False, read_raw=imdb.read_examples, test_split="test",
+        labels=formats.IMDB_LABELS, per_token=False, read_raw=formats.read_imdb, test_split="test",
         template="Review: {text}\nIs this review positive or negative? Answer:",
         verbalizers={"negative": " negative", "positive": " positive"},
     ),
-    "conll2003": Task(  # CoNLL's test split is not given here: score one with --eval_file
-        labels=conll2003.LABELS, per_token=True, read_raw=conll2003.read_examples, test_split=None,
+    "conll2003": Task(  # test: documents held out of the training file; CoNLL's own test split is not given here
+        labels=formats.CONLL2003_LABELS, per_token=True, read_raw=formats.read_conll2003, test_split="test",
     ),
 }
 
@@ -74,7 +74,7 @@ class Example:
 
 def read_rows(path, task_name):
     """(where, row) pairs of a labelled file, where is "FILE:LINE" for error messages. A .jsonl file
-    is read here; any other file is parsed by the task's data/<task>/prepare.py (Task.read_raw)."""
+    is read here; any other file is parsed by the task's reader in data/formats.py (Task.read_raw)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; run python data/{task_name}/prepare.py first, or check the path")
@@ -90,6 +90,8 @@ def read_rows(path, task_name):
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+        except RecursionError:  # nested deeper than the parser can follow (RecursionError is no JSONDecodeError)
+            raise UserError(f"{where}: JSON nested too deeply to be a row") from None
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
         pairs.append((where, row))
@@ -121,6 +123,9 @@ def check_row(row, task, where):
 
 
 TRUNCATIONS = ("head", "tail", "head_tail", "chunks")
+# how a tagger reads a sentence: left to right (the model's own way), the sentence twice with tags on the
+# second copy (read_twice), or with the causal mask lifted (model.CausalSelfAttention.attend's key_mask)
+READINGS = ("causal", "twice", "both_ways")
 
 
 def cut(ids, max_len, truncate):
@@ -142,15 +147,18 @@ def cut(ids, max_len, truncate):
     return [ids[:max_len]]
 
 
-def encode_row(row, task, tokenizer, max_len, where, truncate="head"):
-    """Tokenize one row into its Examples: one, cut to max_len tokens (a tagged sentence keeps its head;
-    a text as truncate says), or for --truncate=chunks one per window of a long text, each with the
-    text's label. A row without its label (a text to predict) gets target None."""
+def encode_row(row, task, tokenizer, max_len, where, truncate="head", reading="causal"):
+    """Tokenize one row into its Examples: one, cut to max_len tokens (a tagged sentence keeps its head,
+    or read twice as reading says; a text as truncate says), or for --truncate=chunks one per window of
+    a long text, each with the text's label. A row without its label (a text to predict) gets target None."""
     labelled = ("tags" if task.per_token else "label") in row
     try:
         if task.per_token:
             labels = [task.labels.index(t) for t in row["tags"]] if labelled else [-1] * len(row["tokens"])
             ids, targets, first_pieces = align_word_labels(tokenizer, row["tokens"], labels)
+            if reading == "twice":  # the copies apart: the end-of-text token, or for characters a space
+                separator = [tokenizer.eot_token] if hasattr(tokenizer, "eot_token") else tokenizer.encode(" ")
+                ids, targets, first_pieces = read_twice(ids, targets, first_pieces, separator, max_len)
             return [Example(row, ids[:max_len], targets[:max_len] if labelled else None, first_pieces)]
         ids = tokenizer.encode(row["text"])
     except UserError as e:  # a character-level tokenizer meeting a character it has never seen
@@ -160,14 +168,24 @@ def encode_row(row, task, tokenizer, max_len, where, truncate="head"):
     return [Example(row, piece, target, chunk=k) for k, piece in enumerate(cut(ids, max_len, truncate))]
 
 
+def read_twice(ids, targets, first_pieces, separator, max_len):
+    """A sentence's tokens, a separator, then the sentence again, tagged on the second copy: there each
+    word has already read the whole sentence, the words after it included, though the model reads left
+    to right. Where both copies don't fit in max_len, the first keeps its end."""
+    room = max(0, min(len(ids), max_len - len(separator) - len(ids)))  # of the first copy
+    offset = room + len(separator)  # where the second copy starts
+    first = ids[len(ids) - room:]
+    return (first + separator + ids, [-1] * offset + targets, [p + offset for p in first_pieces])
+
+
 def texts(examples):
     """The rows behind examples, each once (a text cut into chunks is several examples)."""
     return [e.row for e in examples if e.chunk == 0]
 
 
-def load_examples(path, task_name, tokenizer, max_len, limit=0, truncate="head"):
+def load_examples(path, task_name, tokenizer, max_len, limit=0, truncate="head", reading="causal"):
     """The Examples of a labelled file's first limit rows (0: all), in its order: a text cut into
-    chunks is several Examples, one after another."""
+    chunks is several Examples, one after another. truncate and reading: see encode_row."""
     task = TASKS[task_name]
     pairs = read_rows(path, task_name)
     if not pairs:
@@ -177,7 +195,7 @@ def load_examples(path, task_name, tokenizer, max_len, limit=0, truncate="head")
     examples = []
     for where, row in pairs:
         check_row(row, task, where)
-        examples.extend(encode_row(row, task, tokenizer, max_len, where, truncate))
+        examples.extend(encode_row(row, task, tokenizer, max_len, where, truncate, reading))
     return examples
 
 
@@ -217,12 +235,18 @@ def collate(examples, device):
     return idx.to(device), mask.to(device), targets
 
 
-def training_batches(examples, batch_size, seed):
-    """Batches forever: a new shuffle of the training set every epoch."""
-    rng = random.Random(seed)
-    order = list(range(len(examples)))
-    while True:
-        rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            yield [examples[i] for i in order[start : start + batch_size]]
+def training_batch(examples, batch_size, seed, it):
+    """Batch number `it` of training: the examples of one epoch come in a new shuffle each epoch, and that
+    shuffle is made from (seed, epoch) alone, so any batch can be found without drawing the ones before
+    it (a resumed run goes on with the very batch it would have had)."""
+    per_epoch = math.ceil(len(examples) / batch_size)
+    epoch, k = divmod(it, per_epoch)
+    order = epoch_order(len(examples), seed, epoch)
+    return [examples[i] for i in order[k * batch_size : (k + 1) * batch_size]]
 
+
+@functools.lru_cache(maxsize=1)  # an epoch's batches all use the same order: make it once
+def epoch_order(n, seed, epoch):
+    order = list(range(n))
+    random.Random(step_seed(seed, epoch)).shuffle(order)
+    return order

@@ -26,7 +26,10 @@ from model import GPT, GPTConfig  # noqa: E402
 FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data"  # laid out as ../shared/data, a few KB a file
 
 # the tests' models are tiny: one thread runs them faster, and a busy second core can't stall them
+# (two threads that wait on each other at every op ran a tiny train.py 10 times slower beside another job).
+# The scripts that tests start in their own processes inherit the setting.
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 # torch.compile reads $CXX once, when its inductor config is first imported. Import it now, or a test
 # that hides the C++ compiler (monkeypatch.setenv("CXX", ...)) would leave every later compile without one.
@@ -39,7 +42,7 @@ def offline(monkeypatch):
     urlopen = urllib.request.urlopen
 
     def local_only(url, *args, **kwargs):
-        if not url.startswith("file:"):
+        if not getattr(url, "full_url", url).startswith("file:"):  # a URL, or a Request holding one
             raise urllib.error.URLError("network unreachable (tests never download)")
         return urlopen(url, *args, **kwargs)
     monkeypatch.setattr(urllib.request, "urlopen", local_only)

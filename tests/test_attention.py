@@ -1,13 +1,12 @@
 """
 CausalSelfAttention against an independent float64 reference written here with plain tensor ops,
-both paths ("manual" and "sdpa") against each other, dropout, the KV cache, and gradcheck.
+both paths ("manual" and "sdpa") against each other, dropout, the KV cache, and the gradients.
 """
 
 import math
 
 import pytest
 import torch
-from torch.func import functional_call
 
 from conftest import assert_close, spread_weights
 from model import CausalSelfAttention, GPTConfig, LayerKVCache
@@ -27,8 +26,8 @@ def reference_attention(x, attn, n_head):
     """Causal multi-head self-attention in float64, one head at a time, softmax as exp / sum,
     using only the module's c_attn / c_proj weights (nn.Linear computes x @ W^T + b)."""
     def linear(x, layer):
-        y = x @ layer.weight.detach().double().T
-        return y if layer.bias is None else y + layer.bias.detach().double()
+        y = x @ layer.weight.double().T  # no detach: the gradient test differentiates through this too
+        return y if layer.bias is None else y + layer.bias.double()
 
     x = x.double()
     B, T, C = x.shape
@@ -140,19 +139,37 @@ def test_cache_in_chunks_equals_full_sequence(attention, chunks):
 
 @pytest.mark.parametrize("attention", PATHS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradcheck(attention, bias):
-    """Finite differences in float64 agree with autograd, for the input and every weight. This checks the
-    gradients against the forward pass, not the forward math: a wrong forward has matching gradients
-    too, and the tests above compare the forward with the reference."""
+def test_gradients_equal_the_references(attention, bias):
+    """Backward through each path gives the reference's gradients (float64) for the input and every
+    weight: a detach, a no_grad or an in-place write in our forward would cut or bend them while the
+    forward values stayed right (prefix tuning, which trains keys and values fed in from outside, would
+    then learn nothing)."""
     B, T, C, nh = 2, 5, 8, 2
     attn = make_attention(C, nh, T, seed=3, attention=attention, bias=bias, dtype=torch.float64)
-    names = [name for name, _ in attn.named_parameters()]
-    x = torch.randn(B, T, C, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(B, T, C, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    upstream = torch.randn(B, T, C, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    ours = torch.autograd.grad((attn(x) * upstream).sum(), [x, *attn.parameters()])
+    reference = torch.autograd.grad((reference_attention(x, attn, nh) * upstream).sum(), [x, *attn.parameters()])
+    names = ["x"] + [name for name, _ in attn.named_parameters()]
+    for name, g, r in zip(names, ours, reference):
+        assert_close(g, r, 1e-10, f"{attention}, bias={bias}: d/d {name}", relative=True)
 
-    def f(x, *params):
-        return functional_call(attn, dict(zip(names, params)), (x,))
 
-    inputs = (x, *(p.detach().clone() for p in attn.parameters()))
-    for tensor in inputs:
-        tensor.requires_grad_()
-    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+@pytest.mark.parametrize("attention", PATHS)
+def test_reading_both_ways_sees_later_tokens_and_never_padding(attention):
+    """key_mask (a tagger reading both ways): an early token's output depends on later real tokens,
+    and on no padding key, however the padding is filled; both paths agree."""
+    B, T, C, nh = 2, 6, 16, 4
+    attn = make_attention(C, nh, T, seed=11, attention=attention)
+    x = torch.randn(B, T, C, generator=torch.Generator().manual_seed(11))
+    key_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])  # row 1: 4 real tokens, 2 of padding
+    with torch.no_grad():
+        y = attn(x, key_mask=key_mask)
+        later = x.clone()
+        later[:, 3] += 1.0  # a later real token changes
+        assert (attn(later, key_mask=key_mask)[:, 0] - y[:, 0]).abs().max() > 1e-3  # token 0 saw it
+        padded = x.clone()
+        padded[1, 4:] = torch.randn(2, C, generator=torch.Generator().manual_seed(12))
+        assert_close(attn(padded, key_mask=key_mask)[1, :4], y[1, :4], 1e-6, f"{attention}: real tokens vs padding")
+        other = make_attention(C, nh, T, seed=11, attention="sdpa" if attention == "manual" else "manual")
+        assert_close(other(x, key_mask=key_mask), y, 1e-5, "manual vs sdpa, both ways", relative=True)

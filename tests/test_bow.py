@@ -1,18 +1,22 @@
 """The bag-of-words baseline (finetuning/bow.py): n-grams and TF-IDF rows checked by hand, a fit that
 reaches the minimum of its loss, a separable task learned perfectly, features and weights that come
-from the train split alone, and the command line's report."""
+from the train split alone, and the command line's report (tools/baseline.py); and the n-gram
+language models that a pretraining run's val loss stands beside."""
 
 import json
 import math
 import random
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from common.cli import UserError
-from common.sources import write_jsonl
+from common.files import write_jsonl
 from finetuning import bow
+from tools import baseline
 
 
 def toy_rows(n, seed):
@@ -68,7 +72,7 @@ def test_fit_reaches_the_minimum():
 
 def test_separable_task_is_learned_perfectly():
     train, val, test = toy_rows(80, seed=1), toy_rows(20, seed=2), toy_rows(40, seed=3)
-    reports = bow.bow_baseline(train, {"val": val, "test": test}, ["negative", "positive"])
+    _, reports = bow.bow_baseline(train, {"val": val, "test": test}, ["negative", "positive"])
     assert reports["val"]["accuracy"] == reports["test"]["accuracy"] == 1.0
     assert reports["test"]["n"] == 40
 
@@ -95,13 +99,29 @@ def test_val_chooses_among_the_penalties():
 def test_command_line_writes_the_reports(tmp_path):
     for name, seed in (("train", 1), ("val", 2), ("test", 3)):
         write_jsonl(toy_rows(40, seed), tmp_path / f"{name}.jsonl")
-    bow.main([f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])
-    result = json.loads((tmp_path / "out" / "bow.json").read_text())
+    baseline.main(["--task=imdb", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])
+    result = json.loads((tmp_path / "out" / "baseline.json").read_text())
     assert set(result["reports"]) == {"val", "test"} and result["reports"]["test"]["accuracy"] > 0.9
     assert result["l2"] in bow.L2_GRID
 
 
 def test_missing_val_split_is_a_user_error(tmp_path):
     write_jsonl(toy_rows(10, 1), tmp_path / "train.jsonl")
-    with pytest.raises(UserError, match="needs train.jsonl and val.jsonl"):
-        bow.main([f"--data_dir={tmp_path}"])
+    with pytest.raises(UserError, match="val.jsonl: no such file"):
+        baseline.main(["--task=imdb", f"--data_dir={tmp_path}"])
+
+
+def test_ngram_baselines_of_a_corpus():
+    """The unigram loss is add-one-smoothed frequencies, counted independently here; on a text where
+    each token fixes the next, the bigram model is nearly certain and the unigram is not."""
+    train = np.array([0, 1, 2] * 400, dtype=np.uint16)  # 0 -> 1 -> 2 -> 0 ...
+    val = np.array([0, 1, 2, 0, 1, 2, 0], dtype=np.uint16)
+    losses = baseline.ngram_losses(train, val, vocab_size=4)
+    counted = train[: -len(train) // 20]  # the counts leave out the last 5%, which choose lambda
+    freq = Counter(counted.tolist())
+    expected = -sum(math.log((freq[t] + 1) / (len(counted) + 4)) for t in val.tolist()) / len(val)
+    assert losses["unigram"] == pytest.approx(expected)
+    assert losses["bigram"] < 0.1 < losses["unigram"] and losses["lambda"] == 0.99
+    assert losses["uniform"] == pytest.approx(math.log(4))
+    unseen = baseline.ngram_losses(train, np.array([0, 3, 1], dtype=np.uint16), vocab_size=4)  # 3: never in train
+    assert math.isfinite(unseen["bigram"]) and math.isfinite(unseen["unigram"])

@@ -8,7 +8,7 @@ import torch
 
 from model import GPT, GPTConfig
 from tools import inspect_model
-from tools.costs import cost_rows, total
+from common.costs import cost_rows, total
 
 # a config small enough to count by hand: L=2 blocks, C=8 dims, nh=2 heads, T=4 positions, V=10 tokens
 HAND = GPTConfig(block_size=4, vocab_size=10, n_layer=2, n_head=2, n_embd=8, bias=True, attention="manual")

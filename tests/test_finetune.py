@@ -26,7 +26,7 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import UserError
 from conftest import assert_close, max_error, tiny_gpt
 from finetune import Classifier, FinetuneConfig, TRAIN_MODES
-from finetuning.evaluate import Ensemble, evaluate, per_text
+from finetuning.evaluate import Ensemble, combine, evaluate, per_text
 from finetuning.heads import build_head
 from finetuning.metrics import classification_report, entity_report, entity_spans
 from finetuning import prompting
@@ -266,7 +266,7 @@ def run(argv):
     finetune.main([str(a) for a in argv])
 
 
-QUICK = ["--device=cpu", "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--lr=1e-3"]
+QUICK = ["--device=cpu", "--max_iters=4", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--learning_rate=1e-3"]
 
 
 def test_test_false_scores_val_only(tmp_path, pretrained, sms_data):
@@ -288,6 +288,7 @@ def test_finetune_then_evaluate_and_predict(tmp_path, pretrained, sms_data, caps
     assert set(metrics["val"]["per_class"]) == {"ham", "spam"} and metrics["test"]["n"] == 7
     # beside the bag-of-words baseline, fitted on the same training rows and scored on the same splits
     assert set(metrics["bow_baseline"]) == {"val", "test"} and metrics["bow_baseline"]["test"]["n"] == 7
+    assert set(metrics["gpt_plus_bow"]) == {"gpt_weight", "val", "test"} and metrics["gpt_plus_bow"]["test"]["n"] == 7
     # the saved run is a plain GPT (LoRA merged; adapters and prefix beside it), and it scores val as
     # the model did while training
     ckpt = load_checkpoint(out / "best.pt")
@@ -382,7 +383,7 @@ def interrupt_after(monkeypatch, n_steps):
 @pytest.mark.parametrize("n_steps", [3, 6, 9])  # in member 1; after member 1 ends; in member 2
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, pretrained, sms_data, monkeypatch, n_steps):
     common = [f"--init_from={pretrained}", f"--data_dir={sms_data}", "--members=2", "--dropout=0.1",
-              "--device=cpu", "--max_iters=6", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--lr=1e-3"]
+              "--device=cpu", "--max_iters=6", "--eval_interval=2", "--batch_size=4", "--warmup_iters=1", "--learning_rate=1e-3"]
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     run(common + [f"--out_dir={reference}"])
     assert not (reference / "last.pt").exists()  # a finished run leaves nothing to resume
@@ -395,7 +396,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, pretrained, sms
     assert (last["member"], last["iter_num"]) == {3: (0, 2), 6: (0, 6), 9: (1, 2)}[n_steps]
     assert f"continue it with python finetune.py --out_dir={interrupted} --resume=True" in bad_input_error(
         common + [f"--out_dir={interrupted}"])
-    assert "used --lr=0.001" in bad_input_error(common + [f"--out_dir={interrupted}", "--resume=True", "--lr=0.01"])
+    assert "used --learning_rate=0.001" in bad_input_error(common + [f"--out_dir={interrupted}", "--resume=True", "--learning_rate=0.01"])
 
     run(common + [f"--out_dir={interrupted}", "--resume=True"])
     want, got = load_checkpoint(reference / "best.pt")["members"], load_checkpoint(interrupted / "best.pt")["members"]
@@ -434,13 +435,13 @@ def test_ner_run_scores_entities_and_tags_words(tmp_path, pretrained, capsys):
     for split in ("train", "val"):
         write_jsonl(tmp_path / f"{split}.jsonl", rows)
     out = tmp_path / "out"
-    run(["--task=conll2003", f"--init_from={pretrained}", f"--data_dir={tmp_path}", f"--out_dir={out}", *QUICK])
+    run(["--task=conll2003", f"--init_from={pretrained}", f"--data_dir={tmp_path}", f"--out_dir={out}", *QUICK, "--test=False"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["head"] == "token" and "test" not in metrics
     assert metrics["val"]["entities"]["overall"]["gold"] == 3  # PER, ORG, LOC
     assert metrics["val_baseline"]["entities"]["overall"]["f1"] == 1.0  # every word seen in training
 
-    raw = tmp_path / "test.txt"  # CoNLL's own format, read by data/conll2003/prepare.py
+    raw = tmp_path / "test.txt"  # CoNLL's own format, read by data/formats.py
     raw.write_text("-DOCSTART- O\n\nPeter B-PER\nvisited O\nBRUSSELS B-LOC\n")
     run([f"--out_dir={out}", f"--eval_file={raw}"])
     report = json.loads((out / "eval_test.json").read_text())
@@ -452,6 +453,27 @@ def test_ner_run_scores_entities_and_tags_words(tmp_path, pretrained, capsys):
     words = capsys.readouterr().out.split()
     assert [w.rsplit("/", 1)[0] for w in words] == ["Peter", "visited", "BRUSSELS"]
     assert all(w.rsplit("/", 1)[1] in finetune.TASKS["conll2003"].labels for w in words)
+
+
+@pytest.mark.parametrize("reading,head", [("twice", "token"), ("both_ways", "token_crf")])
+def test_a_tagger_that_reads_another_way_is_scored_and_used_that_way(reading, head, tmp_path, pretrained):
+    """--reading is the run's: --eval_file and --predict read sentences as it trained, so scoring val's
+    rows again gives the val score that metrics.json holds."""
+    rows = [{"tokens": ["Peter", "Blackburn", "visited", "BRUSSELS"], "tags": ["B-PER", "I-PER", "O", "B-LOC"]},
+            {"tokens": ["The", "European", "Union", "said"], "tags": ["O", "B-ORG", "I-ORG", "O"]}]
+    for split in ("train", "val"):
+        write_jsonl(tmp_path / f"{split}.jsonl", rows)
+    out = tmp_path / "out"
+    run(["--task=conll2003", f"--init_from={pretrained}", f"--data_dir={tmp_path}", f"--out_dir={out}", *QUICK,
+         "--test=False", f"--reading={reading}", f"--head={head}"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    run([f"--out_dir={out}", f"--eval_file={tmp_path / 'val.jsonl'}"])
+    assert json.loads((out / "eval_val.json").read_text())["confusion"] == metrics["val"]["confusion"]
+
+
+def test_only_a_tagger_reads_another_way(tmp_path, pretrained, sms_data):
+    with pytest.raises(UserError, match="--reading=twice is for tagging"):
+        run([f"--init_from={pretrained}", f"--data_dir={sms_data}", f"--out_dir={tmp_path}", "--reading=twice"])
 
 
 def position_gpt(threshold, late, early):
@@ -681,16 +703,32 @@ def test_bench_table_runs_each_cell_once(tmp_path, pretrained, sms_data):
 
 
 def test_bench_table_resumes_an_interrupted_cell(tmp_path, pretrained, sms_data, monkeypatch):
+    """A cell interrupted halfway (its last.pt is there) goes on with --resume=True, not from the start."""
     config = tmp_path / "finetune_tiny.py"
     config.write_text(f"task = 'sms_spam'\ndata_dir = {str(sms_data)!r}\nbatch_size = 4\nwarmup_iters = 1\n"
                       "eval_interval = 2\n")
-    argv = [f"--config={config}", f"--inits={pretrained}", "--modes=full", "--heads=last,mean",
-            "--max_iters=4", "--device=cpu", f"--out_dir={tmp_path / 'bench'}"]
-    with monkeypatch.context() as m:
-        interrupt_after(m, 7)  # the first cell's 4 steps, then 3 of the second's, which evaluated after 2
-        with pytest.raises(KeyboardInterrupt):
-            bench_finetune.main(argv)
     cell = tmp_path / "bench" / "run-full-mean"
+    with monkeypatch.context() as m:
+        interrupt_after(m, 3)  # 3 of the cell's 4 steps, after its evaluation at 2
+        with pytest.raises(KeyboardInterrupt):
+            finetune.main([str(config), f"--init_from={pretrained}", "--train=full", "--head=mean", f"--out_dir={cell}",
+                           "--device=cpu", "--max_iters=4", "--max_train=0", "--members=1"])
     assert load_checkpoint(cell / "last.pt")["iter_num"] == 2
-    bench_finetune.main(argv)
-    assert json.loads((cell / "metrics.json").read_text())["iters"] == 4 and not (cell / "last.pt").exists()
+    bench_finetune.main([f"--config={config}", f"--inits={pretrained}", "--modes=full", "--heads=mean",
+                         "--max_iters=4", "--device=cpu", f"--out_dir={tmp_path / 'bench'}"])
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert metrics["iters"] == 4 and not (cell / "last.pt").exists()
+
+
+def test_gpt_and_bag_of_words_combine_with_a_weight_val_chooses():
+    """Each model is sure where it is right and unsure where it is wrong: their average is right where
+    either alone errs. The weight comes from val's labels alone; test's can't move it."""
+    labels = ["negative", "positive"]
+    sure, unsure = torch.tensor([0.9, 0.1]), torch.tensor([0.4, 0.6])  # both say "negative" is the truth
+    gpt = {"val": [sure, unsure], "test": [sure, unsure]}  # right on text 0, wrong on text 1
+    bow = {name: torch.stack([unsure, sure]) for name in gpt}  # wrong on text 0, right on text 1
+    rows = {name: [{"label": "negative"}, {"label": "negative"}] for name in gpt}
+    combined = combine(gpt, bow, rows, labels)
+    assert 0 < combined["gpt_weight"] < 1 and combined["val"]["accuracy"] == combined["test"]["accuracy"] == 1.0
+    flipped = {"val": rows["val"], "test": [{"label": "positive"}, {"label": "positive"}]}
+    assert combine(gpt, bow, flipped, labels)["gpt_weight"] == combined["gpt_weight"]

@@ -1,9 +1,9 @@
 """
 The choices the GPU path makes, checked on a CPU: the dtype of an emulating GPU, data-sheet peaks by
-exact model name, when torch.compile can work, whose random state a checkpoint holds, the mask that
-cached decoding gives sdpa, the attention a loaded checkpoint runs with, batches read per rank and
-one iteration ahead, and how often the loop waits for the device. tests/test_cuda.py runs the same
-path on a real GPU.
+exact model name, when torch.compile can work, the seeds of a step's random draws, the mask that
+cached decoding gives sdpa, the attention a loaded checkpoint runs with, batches read per rank, how
+often the loop waits for the device, the closing sample kept out of recompiles, and one write per
+checkpoint. tests/test_cuda.py runs the same path on a real GPU.
 
     python -m pytest tests/test_gpu_path.py -q
 """
@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 import sample
 import train
-from common import runtime
+from common import budget, optim, parallel, runtime
 from common.checkpoint import load_model, save_checkpoint
+from common.tokenizer import load_tokenizer
 from conftest import assert_close, tiny_gpt
 from finetune import FinetuneConfig, load_pretrained
 from model import KVCache
@@ -44,33 +45,29 @@ def test_auto_dtype_with_a_torch_whose_check_takes_no_argument(monkeypatch):
     assert runtime.pick_dtype("auto", "cuda") == "bfloat16"
 
 
-# names as torch.cuda.get_device_name() reports them, and each one's dense bf16 (V100, T4: fp16) peak
-@pytest.mark.parametrize("name,peak", [
-    ("NVIDIA H100 80GB HBM3", 989e12),  # the SXM module
-    ("NVIDIA H100 PCIe", 756e12),
-    ("NVIDIA H100 NVL", 835e12),
-    ("NVIDIA H200", 989e12),
-    ("NVIDIA H200 NVL", 835e12),
-    ("NVIDIA GH200 480GB", 989e12),
-    ("NVIDIA A100-SXM4-80GB", 312e12),
-    ("NVIDIA A100-SXM4-40GB", 312e12),
-    ("NVIDIA A100-PCIE-40GB", 312e12),
-    ("NVIDIA A100 80GB PCIe", 312e12),
-    ("NVIDIA L4", 121e12),
-    ("NVIDIA L40", 181e12),
-    ("NVIDIA L40S", 362e12),
-    ("NVIDIA A10", 125e12),
-    ("NVIDIA A10G", None),  # NVIDIA publishes no peak for it; A10's would be wrong
-    ("Tesla V100-SXM2-16GB", 125e12),
-    ("Tesla V100-PCIE-32GB", 112e12),
-    ("Tesla T4", 65e12),
-    ("NVIDIA GeForce RTX 4090", 165e12),
-    ("NVIDIA GeForce RTX 3090", 71e12),
-    ("NVIDIA GeForce RTX 3090 Ti", None),  # a different card from the 3090
-    ("NVIDIA RTX A6000", None),
+# names as torch.cuda.get_device_name() reports them -> the key of runtime.GPU_PEAK_FLOPS they must find
+@pytest.mark.parametrize("name,key", [
+    ("NVIDIA H100 80GB HBM3", "H100"),  # the SXM module: memory words dropped
+    ("NVIDIA H100 PCIe", "H100 PCIE"),  # a PCIe card is slower: not the SXM's entry
+    ("NVIDIA A100-SXM4-80GB", "A100"),  # dashes, the form factor and the memory dropped
+    ("Tesla V100-PCIE-32GB", "V100 PCIE"),
+    ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+    ("NVIDIA L40S", "L40S"),
 ])
-def test_gpu_peaks_are_matched_by_exact_model_name(name, peak):
-    assert runtime.gpu_peak_flops(name) == peak
+def test_a_gpu_name_finds_its_own_row(name, key):
+    assert runtime.gpu_model(name) == key and key in runtime.GPU_PEAK_FLOPS
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A10G", "NVIDIA GeForce RTX 3090 Ti", "NVIDIA RTX A6000", "NVIDIA L4 Max"])
+def test_a_name_that_only_contains_a_known_one_finds_none(name):
+    """Matching by substring would give the A10G the A10's peak and the 3090 Ti the 3090's: wrong MFU."""
+    assert runtime.gpu_peak_flops(name) is None
+
+
+def test_every_row_can_be_found():
+    """Each key is what gpu_model makes of a name: a key it can never produce is a row no GPU reaches."""
+    for key in runtime.GPU_PEAK_FLOPS:
+        assert runtime.gpu_model(f"NVIDIA {key}") == key
 
 
 def test_an_unknown_gpu_gets_no_mfu_and_says_so(monkeypatch, capsys):
@@ -102,39 +99,11 @@ def test_compile_in_place_stays_eager_and_says_why(monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- random state
 
-class FakeCudaRng:
-    """Stands in for torch.cuda's RNG functions; the *_all ones, which touch every GPU, must not be called."""
-
-    def __init__(self, monkeypatch):
-        self.calls = []
-        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": self.record("get", device))
-        monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": self.record("set", device, state))
-        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("get_rng_state_all touches every GPU"))
-        monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("set_rng_state_all touches every GPU"))
-
-    def record(self, *call):
-        self.calls.append(call)
-        return torch.tensor([7], dtype=torch.uint8)
-
-
-def test_rng_state_holds_only_this_processs_gpu(monkeypatch):
-    fake = FakeCudaRng(monkeypatch)
-    state = runtime.rng_state("cuda:1")
-    runtime.set_rng_state(state, "cuda:1")
-    assert [c[:2] for c in fake.calls] == [("get", "cuda:1"), ("set", "cuda:1")]
-    assert torch.equal(fake.calls[1][2], state["cuda"])
-
-    fake.calls.clear()
-    cpu_state = runtime.rng_state("cpu")
-    runtime.set_rng_state(state, "cpu")  # a GPU run's state resumed on a CPU: the GPU part is not used
-    assert "cuda" not in cpu_state and fake.calls == []
-
-
-def test_dropout_seed_differs_by_rank_and_iteration_and_nothing_else():
-    seeds = {train.dropout_seed(1337, rank, it) for rank in range(4) for it in range(100)}
-    assert len(seeds) == 400
-    assert train.dropout_seed(1337, 1, 5) == train.dropout_seed(1337, 1, 5)
-    assert train.dropout_seed(1337, 1, 5) != train.dropout_seed(1338, 1, 5)
+def test_step_seeds_differ_by_rank_and_iteration_and_nothing_else():
+    seeds = {runtime.step_seed(1337, rank, it) for rank in range(4) for it in range(100)}
+    assert len(seeds) == 400  # a sum such as seed + rank + it would give (1, 0) and (0, 1) one seed
+    assert runtime.step_seed(1337, 1, 5) == runtime.step_seed(1337, 1, 5)
+    assert runtime.step_seed(1337, 1, 5) != runtime.step_seed(1338, 1, 5)
 
 
 def test_gloo_ranks_with_dropout_resume_exactly(char_data, tmp_path):
@@ -142,7 +111,7 @@ def test_gloo_ranks_with_dropout_resume_exactly(char_data, tmp_path):
     stopped. Each rank's dropout comes from (seed, rank, iteration); a checkpoint holding rank 0's
     random state alone would give rank 1 rank 0's dropout after the resume."""
     common = TINY + [f"--data_dir={char_data}", "--lr_decay_iters=20", "--eval_interval=10", "--log_interval=5",
-                     "--gradient_accumulation_steps=2", "--backend=gloo", "--dropout=0.2"]
+                     "--gradient_accumulation_steps=2", "--dropout=0.2"]
 
     def torchrun(*args):
         done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -152,7 +121,7 @@ def test_gloo_ranks_with_dropout_resume_exactly(char_data, tmp_path):
 
     torchrun("--max_iters=20", f"--out_dir={tmp_path / 'whole'}")
     torchrun("--max_iters=10", f"--out_dir={tmp_path / 'resumed'}")
-    torchrun("--max_iters=20", f"--out_dir={tmp_path / 'resumed'}", "--init_from=resume")
+    torchrun("--max_iters=20", f"--out_dir={tmp_path / 'resumed'}", "--resume=True")
     whole_steps, whole_evals = read_log(tmp_path / "whole")
     steps, evals = read_log(tmp_path / "resumed")
     assert sorted(steps) == [5, 10, 15, 20]
@@ -224,7 +193,7 @@ def test_sample_and_finetune_choose_the_attention_for_their_device(tmp_path, mon
 
 def test_resume_chooses_the_attention_for_its_device(char_data, tmp_path):
     train.train(tiny_config(char_data, tmp_path, max_iters=2, eval_interval=2, attention="manual"))
-    model, _ = train.init_model(tiny_config(char_data, tmp_path, init_from="resume", attention="sdpa"), 65, "cpu")
+    model, _ = train.init_model(tiny_config(char_data, tmp_path, resume=True, attention="sdpa"), 65, "cpu")
     assert model.config.attention == "sdpa"
 
 
@@ -244,57 +213,114 @@ class CountingReads:
         return self.data[index]
 
 
-def test_a_rank_reads_only_its_own_rows_but_draws_every_ranks_offsets(char_data):
-    one = train.Batches(char_data, 32, 4, seed=3).iteration(4, runtime.Distributed())
-    batches = train.Batches(char_data, 32, 4, seed=3)
-    batches.splits["train"] = CountingReads(batches.splits["train"])
-    rank1 = batches.iteration(4, runtime.Distributed(rank=1, world_size=2))
-    assert batches.splits["train"].reads == 2  # its two micro-steps, not all four
+def test_a_rank_reads_only_its_own_rows(char_data):
+    one = train.Batches(char_data, 32, 4, 4, seed=3, device="cpu").iteration(4)
+    batches = train.Batches(char_data, 32, 4, 4, seed=3, device="cpu", rank=1, world_size=2)
+    batches.data["train"] = CountingReads(batches.data["train"])
+    rank1 = batches.iteration(4)
+    assert batches.data["train"].reads == 2  # its two micro-steps, not all four
     for (x, y), (x1, y1) in zip(one[2:], rank1):
         assert torch.equal(x, x1) and torch.equal(y, y1)
 
 
-def test_a_checkpoint_taken_after_prefetching_resumes_with_the_prefetched_batches(char_data):
-    """The loop draws an iteration's batches one iteration early; the checkpoint written in between
-    must hold the state before that draw, or a resumed run would skip those batches."""
-    ddp = runtime.Distributed()
-    batches = train.Batches(char_data, 32, 4, seed=5)
-    batches.iteration(2, ddp)
-    prefetched = batches.iteration(2, ddp)  # drawn, not yet trained on, when a checkpoint is written
-    resumed = train.Batches(char_data, 32, 4, seed=99)
-    train.restore_rng({"batches": batches.resume_state}, resumed)
-    for (x, y), (x2, y2) in zip(prefetched, resumed.iteration(2, ddp)):
+def test_an_iterations_batches_depend_on_the_seed_and_the_iteration_alone(char_data):
+    """So a resumed run, and the loop that reads the next iteration's batches before it needs them,
+    get the very batches of an uninterrupted run, with no generator state to save."""
+    fresh = train.Batches(char_data, 32, 4, 2, seed=5, device="cpu").iteration(7)
+    used = train.Batches(char_data, 32, 4, 2, seed=5, device="cpu")
+    for it in range(7):
+        used.iteration(it)
+    again = used.iteration(7)
+    other = train.Batches(char_data, 32, 4, 2, seed=6, device="cpu").iteration(7)
+    for (x, y), (x2, y2) in zip(fresh, again):
         assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(fresh[0][0], fresh[1][0]) and not torch.equal(fresh[0][0], other[0][0])
 
 
 def test_evaluation_waits_for_the_device_once_per_split(char_data, monkeypatch):
     model = tiny_gpt(vocab_size=65, block_size=32)
-    batches = train.Batches(char_data, 32, 4, seed=0)
+    batches = train.Batches(char_data, 32, 4, 1, seed=0, device="cpu")
     calls = []
     real_item = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda t: calls.append(1) or real_item(t))
-    losses = train.estimate_loss(model, batches, 5, runtime.autocast("cpu", "float32"), "cpu", seed=0)
+    losses = train.estimate_loss(model, batches, 5, runtime.autocast("cpu", "float32"), seed=0)
     assert len(calls) == 2 and set(losses) == {"train", "val"}
 
 
-def test_ranks_average_the_loss_only_on_log_steps(char_data, tmp_path, monkeypatch):
-    """The loss all-reduce makes every rank wait for the slowest: only logging needs it. One process
-    plays rank 0 of 2, with the collectives stubbed out, and counts them."""
-    reduced = []
-    monkeypatch.setattr(runtime, "setup_distributed", lambda backend: runtime.Distributed(0, 0, 2))
-    monkeypatch.setattr(runtime, "wrap_ddp", lambda model, device, ddp: model)
-    monkeypatch.setattr(train.dist, "all_reduce", lambda tensor: reduced.append(tensor.clone()))
+def pretend_rank_0_of_2(monkeypatch):
+    """One process plays rank 0 of 2, with DDP and the collectives stubbed out; returns the calls
+    {"all_reduce": [...], "broadcast": [...]} it made."""
+    calls = {"all_reduce": [], "broadcast": []}
+    monkeypatch.setattr(runtime, "setup_distributed", lambda device: (runtime.Distributed(0, 0, 2), device))
+    monkeypatch.setattr(parallel, "parallelize", lambda model, mode, ddp, device, dtype: model)
+    monkeypatch.setattr(parallel.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(parallel.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(parallel.dist, "all_reduce", lambda tensor: calls["all_reduce"].append(tensor.clone()))
+    monkeypatch.setattr(budget.dist, "broadcast", lambda tensor, src: calls["broadcast"].append(tensor.clone()))
     monkeypatch.setattr(runtime, "end_distributed", lambda: None)  # a real rank would exit here
+    return calls
+
+
+def test_ranks_average_the_loss_only_on_log_steps(char_data, tmp_path, monkeypatch):
+    """The loss all-reduce makes every rank wait for the slowest: only logging needs it."""
+    calls = pretend_rank_0_of_2(monkeypatch)
     train.train(tiny_config(char_data, tmp_path, max_iters=12, log_interval=4, gradient_accumulation_steps=2))
-    assert len(reduced) == 3  # iterations 4, 8 and 12 of 12
+    assert len(calls["all_reduce"]) == 3  # iterations 4, 8 and 12 of 12
+
+
+def test_ranks_share_the_clock_only_on_log_steps(char_data, tmp_path, monkeypatch):
+    """Under a time budget every rank follows rank 0's clock, which costs a broadcast and a wait for
+    the GPU: once every log_interval iterations, not every iteration."""
+    calls = pretend_rank_0_of_2(monkeypatch)
+    train.train(tiny_config(char_data, tmp_path, max_iters=12, log_interval=4, gradient_accumulation_steps=2,
+                            max_seconds=600.0))
+    assert len(calls["broadcast"]) == 4  # at iterations 0, 4, 8 and 12
+
+
+def test_the_closing_sample_runs_eager_under_autocast(monkeypatch, capsys):
+    """The end-of-run sample feeds the model new shapes at every token: through the compiled model it
+    would compile again and again. It runs eager, under the run's autocast (so sdpa takes the fused
+    kernels on a GPU)."""
+    model = tiny_gpt(vocab_size=65, block_size=32)
+    graphs, autocast_on = [], []
+    model.compile(backend=lambda graph, inputs: graphs.append(graph) or graph.forward)
+    real_generate = model.generate
+    def watch(*args, **kwargs):
+        autocast_on.append(torch.is_autocast_enabled("cpu"))
+        return real_generate(*args, **kwargs)
+    monkeypatch.setattr(model, "generate", watch)
+    tokenizer = load_tokenizer({"kind": "char", "chars": "\n" + "".join(chr(i) for i in range(33, 97))})
+    train.print_sample(model, tokenizer, 5, runtime.autocast("cpu", "bfloat16"))
+    assert graphs == [] and autocast_on == [True]
+    model(torch.zeros(1, 4, dtype=torch.long))
+    assert len(graphs) == 1  # the same model outside the sample: compiled, so the check above can fail
+
+
+def count_writes(monkeypatch):
+    """Every checkpoint's bytes go through torch.save once per write: count them."""
+    writes = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, **kw: writes.append(1) or real_save(obj, f, **kw))
+    return writes
+
+
+@pytest.mark.parametrize("always_save", [True, False])
+def test_an_improvement_writes_its_checkpoint_once(char_data, tmp_path, monkeypatch, always_save):
+    writes = count_writes(monkeypatch)
+    train.train(tiny_config(char_data, tmp_path, max_iters=20, eval_interval=10, always_save_checkpoint=always_save,
+                            learning_rate=3e-3))
+    assert len(writes) == 3  # iterations 0, 10 and 20, each improving on the one before
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file() == always_save
+    if always_save:  # one file under two names
+        assert os.path.samefile(tmp_path / "best.pt", tmp_path / "last.pt")
 
 
 def test_a_loss_scaler_goes_on_from_a_checkpoint_of_its_own_dtype_only():
     """A resume may change the dtype: float16 after bfloat16 gets a fresh scaler (the saved state is {}),
     float16 after float16 goes on from the saved scale, and a run in another dtype needs none."""
-    trained = runtime.grad_scaler("cpu", "float16")
+    trained = optim.grad_scaler("cpu", "float16")
     trained.scale(torch.ones(1))  # the scale tensor is made at the first use
     trained.update(new_scale=1024.0)
-    assert runtime.grad_scaler("cpu", "float16", trained.state_dict()).get_scale() == 1024.0
-    assert runtime.grad_scaler("cpu", "float16", {}).get_scale() == 65536.0  # GradScaler's first scale
-    assert not runtime.grad_scaler("cpu", "bfloat16", trained.state_dict()).is_enabled()
+    assert optim.grad_scaler("cpu", "float16", trained.state_dict()).get_scale() == 1024.0
+    assert optim.grad_scaler("cpu", "float16", {}).get_scale() == 65536.0  # GradScaler's first scale
+    assert not optim.grad_scaler("cpu", "bfloat16", trained.state_dict()).is_enabled()

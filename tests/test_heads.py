@@ -14,6 +14,7 @@ from conftest import assert_close, spread_weights, tiny_gpt
 from finetune import Classifier
 from finetuning.heads import HEADS, build_head, last_real_index
 from finetuning.tagging import align_word_labels, decode_iob2, word_predictions
+from finetuning.tasks import read_twice
 
 
 def padded_batch(rows, pad_ids):
@@ -60,8 +61,8 @@ def test_mean_and_zero_query_attention_pool_average_only_real_tokens():
 
 
 def test_registry():
-    assert {"last", "mean", "attn_pool", "mlp", "token"} <= set(HEADS)
-    assert [name for name, cls in HEADS.items() if cls.per_token] == ["token"]
+    assert {"last", "mean", "attn_pool", "mlp", "token", "token_crf"} <= set(HEADS)
+    assert [name for name, cls in HEADS.items() if cls.per_token] == ["token", "token_crf"]
     with pytest.raises(ValueError, match="unknown head 'cls'"):
         build_head("cls", 8, 2)
 
@@ -137,3 +138,14 @@ def test_decode_iob2_keeps_a_valid_argmax_and_mends_an_invalid_one():
 def test_tags_without_iob_prefixes_decode_to_the_argmax():
     log_probs = torch.log_softmax(torch.randn(7, 3, generator=torch.Generator().manual_seed(0)), -1)
     assert decode_iob2(log_probs, ["NOUN", "VERB", "ADJ"]) == log_probs.argmax(-1).tolist()
+
+
+def test_reading_twice_tags_the_second_copy():
+    """The sentence, a separator, the sentence again: the targets and first pieces are the second copy's;
+    where both copies don't fit, the first keeps its end and the second stays whole."""
+    ids, targets, first = [5, 6, 7, 8], [1, -1, 2, 0], [0, 2, 3]  # 3 words: the first has 2 pieces
+    twice = read_twice(ids, targets, first, separator=[99], max_len=20)
+    assert twice == ([5, 6, 7, 8, 99, 5, 6, 7, 8], [-1] * 5 + [1, -1, 2, 0], [5, 7, 8])
+    cut = read_twice(ids, targets, first, separator=[99], max_len=7)  # room for 2 of the first copy
+    assert cut == ([7, 8, 99, 5, 6, 7, 8], [-1] * 3 + [1, -1, 2, 0], [3, 5, 6])
+    assert [cut[0][p] for p in cut[2]] == [ids[p] for p in first]  # each word's first piece, in the second copy

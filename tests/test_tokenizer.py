@@ -12,7 +12,7 @@ import tiktoken
 import common.tokenizer
 from common import sources
 from common.cli import UserError
-from common.sources import sha256
+from common.files import sha256
 from common.tokenizer import CharTokenizer, gpt2_tokenizer, load_tokenizer
 from conftest import FIXTURE_DATA, real_data
 

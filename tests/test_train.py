@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from common import runtime
-from common.checkpoint import load_checkpoint, load_hf_state_dict, load_model
+from common.checkpoint import load_checkpoint, load_model
+from common.huggingface import load_state_dict as load_hf_state_dict
 from common.cli import UserError
-from common.sources import read_json
 from conftest import FIXTURE_DATA
-from model import GPT, GPTConfig, adamw
-from train import Batches, TrainConfig, get_lr, make_checkpoint, schedule_position, train, train_step
+from model import GPT, GPTConfig
+from common.budget import TimeBudget
+from train import Batches, TrainConfig, get_lr, train, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,26 +71,27 @@ def run_train(args, **kwargs):
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
     cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110)
-    def lr(it, decay="cosine"):
-        return get_lr(it, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr, decay)
-
-    warmup = [lr(i) for i in range(10)]
+    warmup = [get_lr(i, cfg) for i in range(10)]
     assert all(a < b for a, b in zip(warmup, warmup[1:])) and warmup[-1] < 1e-3
-    assert lr(10) == pytest.approx(1e-3)
-    assert lr(60) == pytest.approx((1e-3 + 1e-4) / 2)  # halfway through the cosine
-    assert lr(35) > lr(35, "linear")  # a cosine stays high longer than a straight line
-    assert lr(85, "linear") == pytest.approx(1e-4 + 0.25 * (1e-3 - 1e-4))  # three quarters down the line
-    assert lr(110) == pytest.approx(1e-4) and lr(500) == 1e-4
+    assert get_lr(10, cfg) == pytest.approx(1e-3)
+    assert get_lr(60, cfg) == pytest.approx((1e-3 + 1e-4) / 2)  # halfway through the cosine
+    assert get_lr(35, cfg) > 1e-4 + 0.75 * (1e-3 - 1e-4)  # a cosine stays high longer than a straight line
+    assert get_lr(110, cfg) == pytest.approx(1e-4) and get_lr(500, cfg) == 1e-4
 
 
 def test_a_time_budget_moves_the_schedule_when_it_runs_out_first():
     """The schedule's position is the further of the iterations done and the budget's used fraction of
     lr_decay_iters: a slow machine still ends its cosine at min_lr, a fast one follows its iterations."""
-    cfg = TrainConfig(max_iters=1000, lr_decay_iters=1000, max_seconds=100.0)
-    assert schedule_position(100, 50.0, cfg) == 500  # slow: half the time gone, a tenth of the iterations
-    assert schedule_position(700, 50.0, cfg) == 700  # fast: the iterations are further along
-    assert schedule_position(100, 50.0, TrainConfig(max_seconds=0)) == 100  # no budget: iterations alone
-    assert schedule_position(5, 50.0, cfg) == 5  # the warmup counts iterations, however long compiling took
+    def budget(max_seconds, seconds):
+        b = TimeBudget(max_seconds, 0.0, share_every=1, ddp=runtime.Distributed(), device="cpu")
+        b.seconds = seconds
+        return b
+
+    assert budget(100.0, 50.0).schedule_position(100, 10, 1000) == 500  # slow: half the time gone, a tenth of the iterations
+    assert budget(100.0, 50.0).schedule_position(700, 10, 1000) == 700  # fast: the iterations are further along
+    assert budget(0.0, 50.0).schedule_position(100, 10, 1000) == 100  # no budget: iterations alone
+    assert budget(100.0, 50.0).schedule_position(5, 10, 1000) == 5  # the warmup counts iterations, however long compiling took
+    assert budget(100.0, 99.0).spent() is False and budget(100.0, 100.0).spent() is True
 
 
 # ----------------------------------------------------------------------------- the traps
@@ -138,7 +140,7 @@ def test_logged_loss_is_the_mean_over_all_micro_steps():
     with torch.no_grad():
         expected = [model(x, y)[1].item() for x, y in batches]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss = train_step(model, optimizer, no_scaler(), batches, 0.0, runtime.autocast("cpu", "float32"), "cpu")
+    loss = train_step(model, optimizer, no_scaler(), batches, 0.0, runtime.autocast("cpu", "float32"))
     assert loss.item() == pytest.approx(sum(expected) / 4, rel=1e-6)
     assert loss.item() != pytest.approx(expected[-1], rel=1e-6)  # the data really differs per micro-step
 
@@ -158,26 +160,26 @@ def test_accumulated_step_equals_one_big_batch_even_with_clipping(grad_clip):
 
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is minus the gradient
-    train_step(model, optimizer, no_scaler(), batches, grad_clip, runtime.autocast("cpu", "float32"), "cpu")
+    train_step(model, optimizer, no_scaler(), batches, grad_clip, runtime.autocast("cpu", "float32"))
     for p0, p, ref in zip(before, model.parameters(), reference.parameters()):
         torch.testing.assert_close(p0 - p, ref.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_checkpoint_of_a_compiled_model_loads_into_a_plain_one(char_data, tmp_path):
+def test_a_compiled_run_saves_a_checkpoint_a_plain_model_loads(char_data, tmp_path, monkeypatch):
     """train.py compiles in place (model.compile()), so the checkpoint's names carry no "_orig_mod."
-    prefix, which torch.compile(model)'s wrapper would add."""
-    cfg = tiny_config(char_data, tmp_path)
-    model = GPT(cfg.model_config(vocab_size=len(read_json(char_data / "meta.json")["chars"]), device="cpu"))
-    optimizer = adamw(model, 0.1, 1e-3, (0.9, 0.99), "cpu")
-    batches = Batches(char_data, 32, 4, seed=0)
-    assert all(k.startswith("_orig_mod.") for k in torch.compile(model).state_dict())  # the trap
-    model.compile()
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    state = make_checkpoint(model, optimizer, scaler, batches, cfg, {"kind": "char"}, 0, 1.0)
+    prefix, which torch.compile(model)'s wrapper would add and a plain GPT would refuse. The run goes
+    through train.py's own path; only the compiler's backend is the quick one (no C++ to build)."""
+    compiled = []
+    real_compile = torch.nn.Module.compile
+    def quick_compile(module, **kwargs):
+        compiled.append(type(module).__name__)
+        return real_compile(module, backend="eager")
+    monkeypatch.setattr(torch.nn.Module, "compile", quick_compile)
+    train(tiny_config(char_data, tmp_path, compile=True, max_iters=4, eval_interval=4))
+    assert compiled == ["GPT"]  # the run took the compiled path
+    state = load_checkpoint(tmp_path / "best.pt")
     plain = GPT(GPTConfig(**state["model_args"]))
     plain.load_state_dict(state["model"])  # strict: every name matches, no prefix
-    for a, b in zip(plain.parameters(), model.parameters()):
-        assert torch.equal(a, b)
 
 
 class CreatesAFile:
@@ -221,9 +223,9 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, loader):
 
 def test_ddp_ranks_split_one_iteration_between_them(char_data):
     """Rank r takes micro-steps r*k..(r+1)*k-1 of the batches a single process would draw."""
-    one = Batches(char_data, 32, 4, seed=3).iteration(4, runtime.Distributed())
-    rank0 = Batches(char_data, 32, 4, seed=3).iteration(4, runtime.Distributed(rank=0, world_size=2))
-    rank1 = Batches(char_data, 32, 4, seed=3).iteration(4, runtime.Distributed(rank=1, world_size=2))
+    one = Batches(char_data, 32, 4, 4, seed=3, device="cpu").iteration(4)
+    rank0 = Batches(char_data, 32, 4, 4, seed=3, device="cpu", rank=0, world_size=2).iteration(4)
+    rank1 = Batches(char_data, 32, 4, 4, seed=3, device="cpu", rank=1, world_size=2).iteration(4)
     assert len(rank0) == len(rank1) == 2
     for (x, y), (x2, y2) in zip(one, rank0 + rank1):
         assert torch.equal(x, x2) and torch.equal(y, y2)
@@ -268,18 +270,18 @@ def test_a_resumed_run_spends_what_is_left_of_its_time_budget(char_data, tmp_pat
     train(tiny_config(char_data, tmp_path, max_iters=30, **budget))  # stopped early, as if interrupted
     spent = load_checkpoint(tmp_path / "last.pt")["seconds"]
     assert 0 < spent < 8.0
-    result = train(tiny_config(char_data, tmp_path, max_iters=10**6, init_from="resume", **budget))
+    result = train(tiny_config(char_data, tmp_path, max_iters=10**6, resume=True, **budget))
     lrs = read_lrs(tmp_path)
     # the first resumed step is at least as far down the cosine as the time already spent puts it
     # (a resumed run that started its clock at 0 would be back near the top)
-    assert lrs[30] <= get_lr(spent / 8.0 * 10**6, 1e-3, 5, 10**6, 1e-4)
+    assert lrs[30] <= get_lr(spent / 8.0 * 10**6, tiny_config(char_data, tmp_path, **budget))
     assert load_checkpoint(tmp_path / "last.pt")["seconds"] >= 8.0 and result["iter_num"] > 30
     assert lrs[-1] < 1e-4 + 0.02 * (1e-3 - 1e-4)
 
 
 def test_sigkill_then_resume_gives_bit_identical_losses(char_data, tmp_path):
     common = TINY + [f"--data_dir={char_data}", "--max_iters=400", "--lr_decay_iters=400", "--eval_interval=25",
-                     "--dropout=0.1"]  # dropout: the RNG state must be restored too
+                     "--dropout=0.1"]  # dropout: a resumed run must drop the units the uninterrupted one would
     reference = tmp_path / "reference"
     done = run_train(common + [f"--out_dir={reference}"], timeout=300)
     assert done.returncode == 0, done.stderr
@@ -296,7 +298,7 @@ def test_sigkill_then_resume_gives_bit_identical_losses(char_data, tmp_path):
     resumed_from = load_checkpoint(killed / "last.pt")["iter_num"]
     assert 50 <= resumed_from < 400  # killed mid-run, after a checkpoint
 
-    resumed = run_train(common + [f"--out_dir={killed}", "--init_from=resume"], timeout=300)
+    resumed = run_train(common + [f"--out_dir={killed}", "--resume=True"], timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     ref_steps, ref_evals = read_log(reference)
     steps, evals = read_log(killed)
@@ -311,7 +313,7 @@ def test_a_resumed_float16_run_keeps_its_loss_scaler(char_data, tmp_path):
     common = TINY + [f"--data_dir={char_data}", "--dtype=float16", "--lr_decay_iters=8", "--eval_interval=4",
                      f"--out_dir={tmp_path}"]
     assert run_train(common + ["--max_iters=4"], timeout=300).returncode == 0
-    done = run_train(common + ["--max_iters=8", "--init_from=resume"], timeout=300)
+    done = run_train(common + ["--max_iters=8", "--resume=True"], timeout=300)
     assert done.returncode == 0, done.stderr
     scaler = load_checkpoint(tmp_path / "last.pt")["scaler"]
     assert scaler["_growth_tracker"] == 8  # good steps in a row: 4 before the stop and 4 after it
@@ -319,7 +321,7 @@ def test_a_resumed_float16_run_keeps_its_loss_scaler(char_data, tmp_path):
 
 def test_two_gloo_ranks_match_one_process_with_twice_the_accumulation(char_data, tmp_path):
     common = TINY + [f"--data_dir={char_data}", "--max_iters=20", "--lr_decay_iters=20", "--eval_interval=10",
-                     "--gradient_accumulation_steps=2", "--backend=gloo"]
+                     "--gradient_accumulation_steps=2"]
     single = run_train(common + [f"--out_dir={tmp_path / 'single'}"], timeout=300)
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -342,7 +344,7 @@ def test_gloo_ranks_stop_together_when_the_time_budget_runs_out(char_data, tmp_p
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "train.py", *args, f"--data_dir={char_data}", "--max_iters=1000000",
                           "--lr_decay_iters=1000000", "--eval_interval=1000000", "--max_seconds=3",
-                          "--gradient_accumulation_steps=2", "--backend=gloo", f"--out_dir={tmp_path}"],
+                          "--gradient_accumulation_steps=2", f"--out_dir={tmp_path}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     steps, evals = read_log(tmp_path)

@@ -21,13 +21,13 @@ import torch
 from common import plots
 from common.checkpoint import load_gpt
 from common.cli import UserError, parse_config, run_main
-from sample import read_prompt
+from common.files import read_prompt
 
 
 @dataclass
 class MapsConfig:
     out_dir: str = "out-shakespeare-char"  # a train.py run
-    init_from: str = "resume"  # "resume" draws the run in out_dir; or a GPT-2 Hugging Face directory
+    init_from: str = ""  # "": the run in out_dir; or a GPT-2 Hugging Face directory
     checkpoint: str = "best"  # "best" (lowest val loss) or "last"
     start: str = "ROMEO:\nBut soft, what light"  # the prompt, or FILE:path to read it from a file
     out: str = "attention.png"  # where to write the PNG
@@ -65,7 +65,7 @@ def token_labels(tokenizer, ids):
 def main(argv):
     cfg = parse_config(MapsConfig, argv)
     plots.pyplot("tools/attention_maps.py")  # fail before the work when matplotlib is missing
-    model, tokenizer = load_gpt(cfg.out_dir if cfg.init_from == "resume" else cfg.init_from, cfg.checkpoint)
+    model, tokenizer = load_gpt(cfg.init_from or cfg.out_dir, cfg.checkpoint)
     ids = tokenizer.encode(read_prompt(cfg.start))
     if not ids:
         raise UserError("the prompt is empty; give --start some text")

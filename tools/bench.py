@@ -6,6 +6,7 @@ attention; and sampling tokens/s with and without the KV cache. Prints tables (R
     python tools/bench.py --compile_modes=eager,compile --attentions=manual,sdpa
     python tools/bench.py config/bench_gpt2.py          # GPT-2 124M, block 1024, bf16 on a GPU
     python tools/bench.py --what=sample --block_size=256 --max_new_tokens=500 --window_step=128
+    python tools/bench.py config/bench_gpt2.py --json=gpt2.json   # the rows as JSON too
 """
 
 import sys
@@ -20,6 +21,7 @@ import torch
 
 from common import runtime
 from common.cli import parse_config, run_main
+from common.files import write_json
 from common.progress import track
 from model import GPT, GPTConfig, adamw
 
@@ -49,6 +51,7 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 1337
+    json: str = ""  # also write the table's rows to this file, for tools/gpu_check.py
 
     def __post_init__(self):
         if self.what not in ("train", "sample"):
@@ -162,6 +165,8 @@ def main(argv):
             rows.append({"attention": attention, "kv cache": "yes" if use_cache else "no",
                          "window_step": window_step, **result})
     print_table(rows)
+    if cfg.json:
+        write_json({"device": device, "dtype": dtype, "rows": rows}, cfg.json)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 The finetuning table: every starting point x train mode x head on one task, each a finetune.py run
 scored on val and test, printed as a Markdown table and saved as out_dir/table.md.
 
-    python tools/bench_finetune.py --config=config/finetune_sms_spam.py --inits=out-shakespeare,scratch
+    python tools/bench_finetune.py --config=config/finetune_sms_spam.py --inits=out-imdb-base,scratch
     python tools/bench_finetune.py --config=config/finetune_conll2003.py --modes=full,head,lora
     python tools/bench_finetune.py --config=config/finetune_sms_spam.py --heads=last,mean --modes=head,lora \\
         --max_iters=20 --max_train=200 --device=cpu          # a quick look, not a measurement
@@ -13,6 +13,7 @@ interrupted table continues where it stopped, and deleting a run's folder reruns
 """
 
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,23 +21,32 @@ from pathlib import Path
 # Run as a script, Python looks for imports in this folder only; our modules are at the repo root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import finetune
-from common.cli import parse_config, run_main
+from common.cli import UserError, parse_config, run_main
 from common.progress import Progress
 from finetuning.heads import HEADS
 from finetuning.metrics import headline
+from finetuning.tasks import TASKS
+from finetuning.train_modes import TRAIN_MODES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
 class BenchConfig:
     config: str = "config/finetune_sms_spam.py"  # finetune.py options shared by every run (task among them)
-    inits: str = "out-shakespeare,scratch"  # comma-separated --init_from values
-    modes: str = ",".join(finetune.TRAIN_MODES)  # comma-separated --train values
+    inits: str = "out-imdb-base,scratch"  # comma-separated --init_from values
+    modes: str = ",".join(TRAIN_MODES)  # comma-separated --train values
     heads: str = ""  # comma-separated --head values; "" = every head that fits the task
     max_iters: int = 0  # per run; 0 = the config's epochs
     max_train: int = 0  # training examples per run; 0 = all
     device: str = "auto"
     out_dir: str = "out-bench-finetune"
+
+
+@dataclass
+class TaskOf:
+    """What the table needs to know of the finetune.py config file: its task."""
+    task: str = "sms_spam"
 
 
 def run_dir_name(init, mode, head):
@@ -53,7 +63,8 @@ def one_run(cfg, init, mode, head):
         if (out / "last.pt").is_file():
             argv.append("--resume=True")
         print(f"=== python finetune.py {' '.join(argv)}")
-        finetune.main(argv)
+        if subprocess.run([sys.executable, "finetune.py", *argv], cwd=ROOT).returncode != 0:
+            raise UserError(f"finetune.py failed on the cell {out.name} (its message is above)")
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -71,8 +82,8 @@ def table_row(m):
 
 def main(argv):
     cfg = parse_config(BenchConfig, argv)
-    task_name = parse_config(finetune.FinetuneConfig, [cfg.config]).task
-    per_token = finetune.TASKS[task_name].per_token
+    task_name = parse_config(TaskOf, [cfg.config], files_may_set_others=True).task
+    per_token = TASKS[task_name].per_token
     heads = cfg.heads.split(",") if cfg.heads else [n for n, h in HEADS.items() if h.per_token == per_token]
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     cells = [(init, mode, head) for init in cfg.inits.split(",") for mode in cfg.modes.split(",") for head in heads]

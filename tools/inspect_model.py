@@ -1,15 +1,15 @@
 """
 Where a GPT's parameters, compute and memory go: one row per module with its parameters, FLOPs per
 token (forward, and training = 3 x forward), the activations of one sequence, and each one's share
-of the whole. The FLOPs add up to what GPT.estimate_mfu counts (train.py's MFU); tools/costs.py
+of the whole. The FLOPs add up to what GPT.estimate_mfu counts (train.py's MFU); common/costs.py
 says how each row is counted.
 
     python tools/inspect_model.py                                   # train.py's default model
     python tools/inspect_model.py config/train_shakespeare_char.py  # a config file, as train.py takes it
-    python tools/inspect_model.py config/train_sst2_lm.py           # a GPT-2 BPE model: see lm_head's share
+    python tools/inspect_model.py config/train_imdb_base.py         # the shared base model
     python tools/inspect_model.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --vocab_size=50257
     python tools/inspect_model.py --init_from=out-shakespeare-char  # a train.py run (or a GPT-2 folder)
-    python tools/inspect_model.py --init_from=resume --out_dir=out-shakespeare-char   # its last.pt
+    python tools/inspect_model.py --init_from=out-shakespeare-char --checkpoint=last
 """
 
 import sys
@@ -25,26 +25,40 @@ from common import runtime
 from common.checkpoint import load_gpt
 from common.cli import parse_config, run_main
 from common.tokenizer import load_tokenizer
-from model import GPT
-from tools.costs import cost_rows, total
-from train import TrainConfig, find_data
+from common.costs import cost_rows, total
+from common.datasets import find_data
+from common.runtime import Distributed
+from model import GPT, GPTConfig
 
 
 @dataclass
-class InspectConfig(TrainConfig):
-    """train.py's options (so its config files work here), and the vocabulary size."""
-    vocab_size: int = 0  # 0: the dataset's, from its meta.json (prepared first if missing, as train.py does)
+class InspectConfig:
+    """The model's sizes as train.py takes them (its config files work here: the options they set that
+    do not size the model are left alone), or a saved model to read them from."""
+    init_from: str = "scratch"  # "scratch": the model these options describe; or a train.py run or GPT-2 folder
+    checkpoint: str = "best"  # of a train.py run: "best" or "last"
+    dataset: str = "shakespeare_char"  # its meta.json gives the vocabulary (prepared first if missing)
+    data_dir: str = ""
+    vocab_size: int = 0  # 0: the dataset's
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128
+    bias: bool = False
+    batch_size: int = 8  # for the size of a micro-step
+    device: str = "auto"
+    dtype: str = "auto"  # the activations' size
 
 
 def model_to_inspect(cfg):
     """The GPT that cfg describes (init_from=scratch), or the one saved in a run or a GPT-2 folder."""
-    if cfg.init_from == "scratch":
-        vocab_size = cfg.vocab_size or load_tokenizer(find_data(cfg)[1]).vocab_size
-        with torch.device("meta"):  # shapes only: no memory is allocated and no weights drawn
-            return GPT(cfg.model_config(vocab_size, runtime.pick_device(cfg.device)))
-    if cfg.init_from == "resume":
-        return load_gpt(cfg.out_dir, "last")[0]
-    return load_gpt(cfg.init_from)[0]
+    if cfg.init_from != "scratch":
+        return load_gpt(cfg.init_from, cfg.checkpoint)[0]
+    vocab_size = cfg.vocab_size or load_tokenizer(find_data(cfg.dataset, cfg.data_dir, Distributed())[1]).vocab_size
+    config = GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                       n_embd=cfg.n_embd, bias=cfg.bias)
+    with torch.device("meta"):  # shapes only: no memory is allocated and no weights drawn
+        return GPT(config)
 
 
 def share(part, whole):
@@ -79,7 +93,7 @@ def checks(model, rows):
 
 
 def main(argv):
-    cfg = parse_config(InspectConfig, argv)
+    cfg = parse_config(InspectConfig, argv, files_may_set_others=True)
     model = model_to_inspect(cfg)
     c, rows = model.config, cost_rows(model.config)
     dtype = runtime.pick_dtype(cfg.dtype, runtime.pick_device(cfg.device))

@@ -15,9 +15,12 @@ add up to its total:
 Activations are the elements each module outputs for one sequence of block_size tokens: what
 backward reads back (the input of the next operation). An eager run keeps a few more: the
 intermediates of the hand-written LayerNorm and GELU, and the attention scores before the softmax.
+
+training_bytes turns these counts into a floor on the memory of one training step, which
+runtime.check_training_memory compares with the device's before a model is built.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass
@@ -57,8 +60,21 @@ def cost_rows(config):
     ]
 
 
-
 def total(rows):
     """A Row holding the sums of rows."""
     return Row("total", sum(r.params for r in rows), sum(r.forward_flops for r in rows),
                sum(r.activations for r in rows))
+
+
+def training_bytes(config, batch_size, seq_len=None):
+    """At least how many bytes one training step of a GPT of this config holds at once: the weights,
+    their gradients and AdamW's two moments (four float32 numbers per parameter), and what backward
+    reads back of one micro-batch of batch_size sequences of seq_len tokens (block_size by default),
+    at 2 bytes a number (bfloat16 or float16 under autocast; float32 takes twice that). A floor, not a
+    forecast: attention's (T, T) weights are left out, since the fused kernel never stores them, and so
+    is all an eager run keeps beyond the rows above. A step that needs more than this can't run."""
+    params = total(cost_rows(config)).params
+    T = seq_len or config.block_size
+    scores = config.n_layer * config.n_head * T * T  # the attention weights in cost_rows' softmax row
+    activations = total(cost_rows(replace(config, block_size=T))).activations - scores
+    return 4 * 4 * params + 2 * batch_size * activations
