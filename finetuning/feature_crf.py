@@ -5,8 +5,9 @@ chosen on val, scored on every split like finetune.py's models (finetuning.metri
 
     python tools/baseline.py --task=conll2003    # fitted and scored alone: data/conll2003/{train,val}.jsonl
 
-From finetune.py: feature_crf_baseline(train_rows, {"val": rows, "test": rows}, labels) -> {split: report},
-rows being {"tokens": [...], "tags": [...]}.
+From finetune.py: feature_crf_baseline(train_rows, {"val": rows, "test": rows}, labels) -> (model,
+{split: report}), rows being {"tokens": [...], "tags": [...]}; model.predict(rows, extra) also decodes
+with another tagger's word scores added to the features' (what finetune.py's GPT adds to them).
 
 What each step does, and why:
 1. Features: strings that describe a word (word_features): itself, its lower case, prefix and
@@ -103,10 +104,12 @@ class Batch:
     offsets: torch.Tensor  # (n_words,) where each word's ids begin in ids
     mask: torch.Tensor  # (B, T) True at real words
     tags: torch.Tensor | None  # (B, T) tag indices, 0 at padding; None for sentences without tags
+    extra: torch.Tensor | None = None  # (n_words, L) scores another tagger gives each word, added to ours
 
 
-def make_batches(rows, features, labels):
-    """The rows in batches of BATCH sentences of similar lengths (the longest first)."""
+def make_batches(rows, features, labels, extra=None):
+    """The rows in batches of BATCH sentences of similar lengths (the longest first). extra: each row's
+    (n_words, L) scores from another tagger, or None."""
     order = sorted(range(len(rows)), key=lambda k: -len(rows[k]["tokens"]))
     batches = []
     for start in range(0, len(order), BATCH):
@@ -121,7 +124,8 @@ def make_batches(rows, features, labels):
             tags[mask] = torch.tensor([labels.index(t) for k in chunk for t in rows[k]["tags"]])
         offsets = torch.tensor([0] + [len(ids) for ids in word_ids[:-1]]).cumsum(0)  # (n_words,)
         flat = torch.tensor([f for ids in word_ids for f in ids], dtype=torch.long)  # (n_ids,)
-        batches.append(Batch(chunk, flat, offsets, mask, tags))
+        batch_extra = torch.cat([extra[k] for k in chunk]) if extra is not None else None  # (n_words, L)
+        batches.append(Batch(chunk, flat, offsets, mask, tags, batch_extra))
     return batches
 
 
@@ -139,6 +143,8 @@ class FeatureTagger(nn.Module):
     def emissions(self, batch):
         """The batch's emission scores (B, T, L), zeros at padding."""
         scores = self.weights(batch.ids, batch.offsets) + self.bias  # (n_words, L): each word's features summed
+        if batch.extra is not None:  # another tagger's view of each word, beside the features'
+            scores = scores + batch.extra
         emissions = scores.new_zeros(*batch.mask.shape, scores.size(1))  # (B, T, L)
         emissions[batch.mask] = scores  # the words, in order, fill each row from the left
         return emissions
@@ -168,9 +174,10 @@ class FeatureCRF:
     def __init__(self, features, tagger, labels, l2):
         self.features, self.tagger, self.labels, self.l2 = features, tagger, list(labels), l2
 
-    def predict(self, rows):
-        """The best valid IOB2 tag list of each row's tokens."""
-        return self.predict_batches(make_batches(rows, self.features, self.labels), len(rows))
+    def predict(self, rows, extra=None):
+        """The best valid IOB2 tag list of each row's tokens; with extra (each row's (n_words, L) scores
+        from another tagger), the best under the sum of both taggers' scores and our transitions."""
+        return self.predict_batches(make_batches(rows, self.features, self.labels, extra), len(rows))
 
     @torch.no_grad()
     def predict_batches(self, batches, n_rows):
@@ -206,8 +213,8 @@ def score_splits(model, splits):
 
 
 def feature_crf_baseline(train_rows, splits, labels):
-    """Fit on train_rows, choose the penalty on splits["val"], and report on every split."""
+    """Fit on train_rows, choose the penalty on splits["val"]: (the model, its report on every split)."""
     if not train_rows:
         raise UserError("the feature-CRF baseline needs training sentences; none were given")
     model, _ = fit(train_rows, splits["val"], labels)
-    return score_splits(model, splits)
+    return model, score_splits(model, splits)

@@ -20,9 +20,9 @@ from conftest import assert_close, spread_weights, tiny_gpt
 from finetune import Classifier
 from finetuning import feature_crf
 from finetuning.crf import CRF
-from finetuning.evaluate import crf_of, evaluate, predict_probs, predicted_labels, score_run
+from finetuning.evaluate import combine_tags, crf_of, evaluate, predict_probs, predicted_labels, score_run
 from finetuning.heads import build_head
-from finetuning.metrics import score
+from finetuning.metrics import headline, score
 from finetuning.tagging import align_word_labels
 from finetuning.tasks import TASKS, Example
 from model import masked_cross_entropy
@@ -341,7 +341,7 @@ def toy_rows(n, seed):
 
 def test_separable_task_is_learned_perfectly():
     train, val, test = toy_rows(60, seed=1), toy_rows(20, seed=2), toy_rows(40, seed=3)
-    reports = feature_crf.feature_crf_baseline(train, {"val": val, "test": test}, TAGS)
+    _, reports = feature_crf.feature_crf_baseline(train, {"val": val, "test": test}, TAGS)
     for name in ("val", "test"):
         assert reports[name]["accuracy"] == 1.0 and reports[name]["entities"]["overall"]["f1"] == 1.0
     assert set(reports["test"]["entities"]["per_type"]) == {"PER", "LOC"}
@@ -372,6 +372,28 @@ def test_a_tagging_runs_metrics_hold_the_feature_crf_baseline():
     metrics = score_run(classifier, members, {"val": val, "test": test}, train, task, 4, "cpu",
                         contextlib.nullcontext())
     rows = {name: [e.row for e in examples] for name, examples in (("val", val), ("test", test))}
-    assert metrics["feature_crf_baseline"] == feature_crf.feature_crf_baseline([e.row for e in train], rows, TAGS)
+    assert metrics["feature_crf_baseline"] == feature_crf.feature_crf_baseline([e.row for e in train], rows, TAGS)[1]
     assert metrics["feature_crf_baseline"]["test"]["entities"]["overall"]["f1"] == 1.0
     assert "val_baseline" in metrics and "bow_baseline" not in metrics
+    assert set(metrics["gpt_plus_features"]) == {"gpt_weight", "val", "test"}
+
+
+def test_another_taggers_scores_decode_beside_the_features():
+    """Every word is the same string, so the features alone can't tell the tags apart; with another
+    tagger's scores added (weight chosen on val) the CRF tags what that tagger knows, keeping IOB2 valid;
+    a weight of 0 is the feature CRF alone."""
+    rng = random.Random(0)
+    def rows_and_scores(n):
+        rows, scores = [], []
+        for _ in range(n):
+            tags = [rng.choice(["O", "B-LOC"]) for _ in range(rng.randint(1, 5))]
+            rows.append({"tokens": ["w"] * len(tags), "tags": tags})
+            scores.append(torch.tensor([[0.0, -9, -9, -9, -9] if tag == "O" else [-9, -9, -9, 0.0, -9] for tag in tags]))
+        return rows, scores
+    (train, _), (val, val_scores), (test, test_scores) = rows_and_scores(60), rows_and_scores(20), rows_and_scores(20)
+    crf, reports = feature_crf.feature_crf_baseline(train, {"val": val, "test": test}, TAGS)
+    assert headline(reports["test"]) < 0.8
+    combined = combine_tags(crf, {"val": val_scores, "test": test_scores}, {"val": val, "test": test})
+    assert combined["gpt_weight"] > 0 and headline(combined["test"]) == 1.0
+    zero = crf.predict(test, [0.0 * s for s in test_scores])
+    assert zero == crf.predict(test)
