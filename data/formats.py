@@ -21,21 +21,42 @@ SMS_SPAM_LABELS = ("ham", "spam")
 def read_sms_spam(path):
     """[{"text": ..., "label": ...}] from a `label<TAB>text` file with no header (UCI's format). The
     text is everything after the first tab, as it is."""
+    return read_tab_separated(path, numbered_lines(path), "label<TAB>text", {label: label for label in SMS_SPAM_LABELS})
+
+
+def read_tab_separated(path, lines, layout, label_names):
+    """The {"text", "label"} rows of lines ((line number, line) pairs) that each hold a text and its
+    label apart by one tab, in the order layout names them ("label<TAB>text" cuts at the first tab, as
+    the text comes after it; "...<TAB>label" at the last, as a review's text may hold a tab). label_names
+    maps the file's labels to ours. A malformed line is a UserError naming the file and line."""
     examples = []
-    for lineno, line in numbered_lines(path):
+    for lineno, line in lines:
         if not line:
             continue
-        label, tab, text = line.partition("\t")
+        if layout.startswith("label"):
+            label, tab, text = line.partition("\t")
+        else:
+            text, tab, label = line.rpartition("\t")
         if not tab:
-            raise UserError(f"{path}:{lineno}: expected label<TAB>text, found no tab")
-        if label not in SMS_SPAM_LABELS:
-            raise UserError(f"{path}:{lineno}: unknown label {label!r}; expected one of {', '.join(SMS_SPAM_LABELS)}")
+            raise UserError(f"{path}:{lineno}: expected {layout}, found no tab")
+        if label not in label_names:
+            expected = ", ".join(f"{name} ({ours})" if name != ours else name for name, ours in label_names.items())
+            raise UserError(f"{path}:{lineno}: unknown label {label!r}; expected one of {expected}")
         if not text.strip():
             raise UserError(f"{path}:{lineno}: empty text")
-        examples.append({"text": text, "label": label})
+        examples.append({"text": text, "label": label_names[label]})
     if not examples:
         raise UserError(f"{path}: no examples")
     return examples
+
+
+def headed_lines(path, header, layout):
+    """The numbered lines of a .tsv file after its header line, which must be header."""
+    lines = numbered_lines(path)
+    _, first = next(lines)
+    if first != header:
+        raise UserError(f"{path}:1: expected the header {layout}, found {first[:80]!r}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- GLUE SST-2
@@ -48,28 +69,8 @@ SST2_LABELS = tuple(SST2_LABEL_NAMES.values())
 def read_sst2(path):
     """[{"text": ..., "label": ...}] from a GLUE SST-2 .tsv file: `sentence<TAB>label` under that header,
     label 0 or 1."""
-    lines = numbered_lines(path)
-    _, header = next(lines)
-    if header != SST2_HEADER:
-        raise UserError(f"{path}:1: expected the header sentence<TAB>label, found {header[:80]!r}")
-    examples = []
-    for lineno, line in lines:
-        if not line:
-            continue
-        columns = line.split("\t")
-        if len(columns) != 2:
-            raise UserError(f"{path}:{lineno}: expected sentence<TAB>label, "
-                            f"found {len(columns)} column(s)")
-        sentence, label = columns
-        if label not in SST2_LABEL_NAMES:
-            raise UserError(f"{path}:{lineno}: unknown label {label!r}; expected 0 (negative) "
-                            f"or 1 (positive)")
-        if not sentence.strip():
-            raise UserError(f"{path}:{lineno}: empty text")
-        examples.append({"text": sentence, "label": SST2_LABEL_NAMES[label]})
-    if not examples:
-        raise UserError(f"{path}: no examples")
-    return examples
+    layout = "sentence<TAB>label"
+    return read_tab_separated(path, headed_lines(path, SST2_HEADER, layout), layout, SST2_LABEL_NAMES)
 
 
 # ----------------------------------------------------------------------------- IMDb reviews
@@ -83,25 +84,8 @@ def read_imdb(path):
     """[{"text": ..., "label": ...}] from a `text<TAB>label` file with that header (0 negative, 1
     positive), the layout of ../shared/data/imdb. The label is after the last tab: a review may hold
     tabs and quotes."""
-    lines = numbered_lines(path)
-    _, header = next(lines)
-    if header != IMDB_HEADER:
-        raise UserError(f"{path}:1: expected the header text<TAB>label, found {header[:80]!r}")
-    examples = []
-    for lineno, line in lines:
-        if not line:
-            continue
-        text, tab, label = line.rpartition("\t")
-        if not tab:
-            raise UserError(f"{path}:{lineno}: expected text<TAB>label, found no tab")
-        if label not in IMDB_LABEL_NAMES:
-            raise UserError(f"{path}:{lineno}: unknown label {label!r}; expected 0 (negative) or 1 (positive)")
-        if not text.strip():
-            raise UserError(f"{path}:{lineno}: empty text")
-        examples.append({"text": text, "label": IMDB_LABEL_NAMES[label]})
-    if not examples:
-        raise UserError(f"{path}: no examples")
-    return examples
+    layout = "text<TAB>label"
+    return read_tab_separated(path, headed_lines(path, IMDB_HEADER, layout), layout, IMDB_LABEL_NAMES)
 
 
 def read_imdb_unlabelled(path):
