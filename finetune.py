@@ -67,10 +67,12 @@ class Classifier(nn.Module):
 
 # ----------------------------------------------------------------------------- configuration
 
+BASE_MODEL = "out-imdb-base"  # where python train.py config/train_imdb_base.py puts the shared base model
+
 @dataclass
 class FinetuneConfig:
     # what to start from, and what to learn
-    init_from: str = "out-imdb-base"  # a train.py run dir (its best.pt; this one: config/train_imdb_base.py),
+    init_from: str = BASE_MODEL  # a train.py run dir (its best.pt; this one: config/train_imdb_base.py),
     #                                   a GPT-2 Hugging Face dir (config.json; "gpt2:DIR" says so), or "scratch"
     task: str = "sms_spam"  # one of TASKS: sms_spam, sst2, imdb, conll2003
     data_dir: str = ""  # folder with train.jsonl, val.jsonl and the test split; "" = data/<task>
@@ -162,6 +164,9 @@ def load_pretrained(cfg, device):
                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, attention=attention)
         runtime.check_training_memory(config, cfg.batch_size, device, seq_len=min(cfg.max_len, cfg.block_size))
         return GPT(config), tokenizer
+    if cfg.init_from == BASE_MODEL and not Path(BASE_MODEL).exists():  # the default, not made yet
+        raise UserError(f"no {BASE_MODEL} here: pretrain the shared base model first, python train.py "
+                        f"config/train_imdb_base.py, or pass --init_from=...")
     return load_gpt(cfg.init_from, dropout=cfg.dropout, attention=attention)
 
 
