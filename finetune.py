@@ -8,13 +8,15 @@ Finetune a pretrained GPT to classify texts or tag words, evaluate it, and predi
     python finetune.py --out_dir=out-sms-spam --eval_file=data/sms_spam/test.jsonl   # writes out_dir/eval_test.json
     python finetune.py --out_dir=out-sms-spam --predict="WINNER!! Claim your prize"   # or FILE:path, a text per line
     python finetune.py config/finetune_sst2.py --zero_shot=True --shots=4         # no training: prompt scoring
-    python finetune.py config/finetune_sms_spam.py --resume=True      # continue an interrupted run (out_dir/last.pt)
+    python finetune.py --out_dir=out-sms-spam --resume=True      # continue an interrupted run (out_dir/last.pt)
 
 How a pretrained GPT becomes a classifier, top to bottom: a Classifier is the GPT's body with a
 small head (finetuning/heads.py) reading its final hidden states; a train mode chooses which
 weights learn; batches of examples (finetuning/tasks.py) are padded on the right; the checkpoint
 that scores best on val is kept, then scored on val and test (finetuning/evaluate.py) into
-metrics.json beside a bag-of-words baseline. --members=N finetunes N models that predict together.
+metrics.json beside the baselines fitted on the same rows (bag-of-words for texts; the most frequent
+tag and a feature CRF for tags) and combined with them. --members=N finetunes N models that predict
+together.
 
 Every field of FinetuneConfig below is a --key=value option; config/finetune_*.py set several at once.
 """
@@ -43,7 +45,8 @@ from finetuning.metrics import headline
 from finetuning.prefix import check_prefix_len
 from finetuning.prompting import zero_shot
 from finetuning.train_modes import TRAIN_MODES
-from finetuning.tasks import READINGS, TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, texts, training_batch
+from finetuning.tasks import (READINGS, TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, texts,
+                              training_batch)
 from model import GPT, GPTConfig, adamw
 
 
