@@ -7,7 +7,8 @@ init_from = "out-imdb-base"
 task = "conll2003"
 out_dir = "out-conll2003"
 
-head = "token"
+head = "token_crf"  # learned tag-to-tag scores: val 0.7475 against 0.7296 for the plain token head (both read twice)
+reading = "twice"  # the sentence twice, tagging the second copy: val 0.7475 against 0.6711 left to right, 0.7334 both ways
 train = "full"
 
 learning_rate = 1e-3  # a small model can take a large step
