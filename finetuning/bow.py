@@ -51,7 +51,10 @@ class Features:
         df = Counter()  # n-gram -> the number of training texts that hold it
         for text in train_texts:
             df.update(set(ngrams(text)))
-        common = [g for g, n in df.most_common(max_features) if n >= min_df]
+        # most frequent first, ties in alphabetical order: a set's order follows Python's string hashing,
+        # which changes from process to process, and with it the columns and the fit's float32 sums
+        ranked = sorted(df.items(), key=lambda item: (-item[1], item[0]))[:max_features]
+        common = [g for g, n in ranked if n >= min_df]
         self.index = {g: i for i, g in enumerate(common)}
         n = len(train_texts)
         # smoothed idf, as if one more text held every n-gram: never zero, never infinite

@@ -5,8 +5,12 @@ language models that a pretraining run's val loss stands beside."""
 
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,8 @@ from common.cli import UserError
 from common.files import write_jsonl
 from finetuning import bow
 from tools import baseline
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def toy_rows(n, seed):
@@ -44,6 +50,17 @@ def test_vocabulary_comes_from_train_texts_only():
     assert sorted(features.index) == ["a", "a b", "b"]  # c, d, "a c", "b d" are in one text only
     assert list(features.index)[0] == "a"  # most common first
     assert len(bow.Features(["a b", "a c", "a b d"], min_df=1, max_features=2)) == 2
+
+
+def test_vocabulary_order_is_the_same_in_every_process():
+    """The columns must not follow Python's string hashing, which changes with each process: two fits
+    on the same rows would then sum in another order and could disagree on a text."""
+    code = ("from finetuning import bow; "
+            "print(list(bow.Features([' '.join(f'w{i}' for i in range(60))] * 2, min_df=1).index))")
+    orders = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+              for seed in ("1", "2", "3")}
+    assert len(orders) == 1
 
 
 def test_tfidf_rows_by_hand():
