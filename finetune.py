@@ -114,7 +114,7 @@ class FinetuneConfig:
     seed: int = 1337
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto, float32, bfloat16, float16
-    compile: bool | None = None  # torch.compile the classifier; None: on a CUDA GPU only (True on a CPU: README)
+    compile: bool | None = None  # torch.compile the classifier; None: on a CUDA GPU only (docs/finetuning.md)
     out_dir: str = "out-finetune"  # where the finetuned run is written, or read by eval_file/predict
     resume: bool = False  # continue the interrupted run in out_dir (its last.pt) with its own options
     overwrite: bool = False  # a new run may replace the run already in out_dir (otherwise refused)

@@ -4,6 +4,9 @@
 # python data/imdb/prepare.py && python finetune.py config/finetune_imdb.py
 # Chosen on val: one epoch at 5e-4 (two epochs and 1e-3 scored lower); head_tail over tail and head for
 # training; scoring whole reviews over one window.
+# Measured on a 2-core Intel Xeon (Sapphire Rapids), one thread, 2026-12-07 (docs/results.md): 1,826 s
+# (1,054 s training); test accuracy 87.35% (val 88.68%) against 83.59% from random initialisation and
+# bag-of-words 90.84%; the two combined 90.97%.
 
 init_from = "out-imdb-base"
 task = "imdb"

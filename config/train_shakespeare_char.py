@@ -1,6 +1,6 @@
 # A baby GPT on Shakespeare's characters, sized for one GPU: a few minutes on an A100 or H100.
 # python train.py config/train_shakespeare_char.py
-# On a CPU, shrink it (see the README): --device=cpu --n_layer=4 --n_embd=128 --block_size=64 ...
+# On a CPU, shrink it (docs/training.md): --device=cpu --n_layer=4 --n_embd=128 --block_size=64 ...
 
 out_dir = "out-shakespeare-char-gpu"  # its own: the default run (python train.py) is out-shakespeare-char
 eval_interval = 250  # evaluate often: this small model overfits

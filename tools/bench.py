@@ -1,6 +1,6 @@
 """
 Measure speed: training tokens/s and MFU for a model size, eager vs torch.compile and manual vs sdpa
-attention; and sampling tokens/s with and without the KV cache. Prints tables (README: Benchmarks).
+attention; and sampling tokens/s with and without the KV cache. Prints tables (docs/benchmarks.md).
 
     python tools/bench.py                               # the nanoGPT CPU recipe's model (4 layers, 128 dims, block 64)
     python tools/bench.py --compile_modes=eager,compile --attentions=manual,sdpa
