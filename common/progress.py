@@ -79,6 +79,8 @@ class Progress:
         return f"{text}, eta {self.eta(done)}"
 
     def update(self, done):
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun the first process speaks for all: the others would repeat its lines
         now = self.clock()
         if not self.terminal and now - self.t0 < KEEP_AFTER:
             return  # in a log, a short job stays silent

@@ -71,6 +71,18 @@ def test_a_terminal_line_is_redrawn_in_place_and_ended_once():
                                                                      "job: 2/3 steps, 5.0 s each, eta 5s"]
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_under_torchrun_only_the_first_process_reports(rank, monkeypatch):
+    monkeypatch.setenv("RANK", rank)
+    clock, out = Clock(), io.StringIO()
+    progress = Progress(2, "val", "batches", file=out, clock=clock)
+    for done in (1, 2):
+        clock.now += KEEP_AFTER
+        progress.update(done)
+    progress.close()
+    assert (out.getvalue() != "") == (rank == "0")
+
+
 def test_a_short_job_wipes_its_terminal_line():
     clock, out = Clock(), Terminal()
     progress = Progress(2, "job", file=out, clock=clock)
