@@ -2,7 +2,7 @@
 # (config/train_imdb_base.py): each word tagged at its first BPE piece, scored by entity F1 beside the
 # most frequent tag and a CRF over hand-made features, fitted on the same sentences.
 # python data/conll2003/prepare.py && python finetune.py config/finetune_conll2003.py
-# Measured on a 2-core Intel Xeon (Sapphire Rapids), one thread, 2026-12-07 (docs/results.md): 1,106 s
+# Measured on a 2-core Intel Xeon (Sapphire Rapids), one thread, 2026-12-08 (docs/results.md): 1,106 s
 # (786 s training); test entity F1 0.7365 (val 0.7475) against the feature CRF's 0.8649 and the most
 # frequent tag's 0.5792; the GPT's scores added to the feature CRF's 0.8693.
 

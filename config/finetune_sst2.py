@@ -1,7 +1,7 @@
 # SST-2 (GLUE) from the shared base model (config/train_imdb_base.py), with LoRA. Val is 10% of GLUE's
 # training sentences held out whole; GLUE's dev (872 sentences) is the test.
 # python data/sst2/prepare.py && python finetune.py config/finetune_sst2.py
-# Measured on a 2-core Intel Xeon (Sapphire Rapids), one thread, 2026-12-07 (docs/results.md): 547 s;
+# Measured on a 2-core Intel Xeon (Sapphire Rapids), one thread, 2026-12-08 (docs/results.md): 547 s;
 # test accuracy 82.22% (val 81.57%) against bag-of-words 81.65% (val 83.45%), 59.52% from random
 # initialisation, and 84.75% for the two combined.
 
