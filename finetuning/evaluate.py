@@ -16,9 +16,10 @@ from common.cli import UserError
 from common.progress import track
 from common.files import numbered_lines, write_json
 from finetuning.bow import bow_baseline
+from finetuning.crf import CRF
 from finetuning.feature_crf import feature_crf_baseline
 from finetuning.metrics import classification_report, format_report, headline, score
-from finetuning.tagging import decode_iob2, most_frequent_tag_baseline, word_predictions
+from finetuning.tagging import most_frequent_tag_baseline, word_predictions
 from finetuning.tasks import TASKS, collate, encode_row, load_examples, max_tokens, split_path, texts
 
 
@@ -72,8 +73,12 @@ def crf_of(classifier):
 
 
 def predicted_labels(probs, examples, labels, crf=None):
-    """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence: by its
-    words' probabilities alone, or with crf (a token_crf head's) by Viterbi over the CRF's scores."""
+    """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence: by Viterbi
+    over crf's scores (a token_crf head's), or over its words' probabilities alone. Per-word argmax
+    could say "O I-PER", a span that conlleval counts as a new entity."""
+    # a CRF whose scores are all zero: a sentence's score is the sum of its words' log-probabilities
+    crf = crf if crf is not None else CRF(len(labels))
+    device = crf.transitions.device
     outside = F.one_hot(torch.tensor(0), len(labels)).float()  # (L,) certainly "O" (labels[0])
     out = []
     for p, e in zip(probs, examples):
@@ -82,13 +87,10 @@ def predicted_labels(probs, examples, labels, crf=None):
             continue
         # a word cut off by max_len is outside every entity
         word_probs = torch.stack(word_predictions(list(p), e.first_pieces, outside))  # (n_words, L)
-        log_probs = word_probs.clamp_min(1e-30).log()
-        if crf is None:
-            tags = decode_iob2(log_probs, labels)
-        else:  # the CRF's emissions less one constant per word (log-softmax), which every path pays alike
-            device = crf.transitions.device
-            one_sentence = torch.ones(1, len(log_probs), dtype=torch.bool, device=device)  # (1, n_words) mask
-            tags = crf.viterbi(log_probs.unsqueeze(0).to(device), one_sentence, labels)[0]
+        # the emissions: a token_crf head's scores less one constant per word (log-softmax), which every path pays alike
+        log_probs = word_probs.clamp_min(1e-30).log()  # (n_words, L)
+        one_sentence = torch.ones(1, len(log_probs), dtype=torch.bool, device=device)  # (1, n_words) mask
+        tags = crf.viterbi(log_probs.unsqueeze(0).to(device), one_sentence, labels)[0]
         out.append([labels[i] for i in tags])
     return out
 

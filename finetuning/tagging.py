@@ -1,6 +1,6 @@
 """
-Tagging words with a causal GPT (CoNLL-2003 named entities): BPE pieces <-> words, the likeliest
-valid IOB2 tag sequence (Viterbi), and the classic baseline to beat.
+Tagging words with a causal GPT (CoNLL-2003 named entities): BPE pieces <-> words, IOB2's rule of
+which tag may follow which (finetuning/crf.py's Viterbi keeps it), and the simplest baseline to beat.
 
 A word may become several BPE pieces; the first piece carries the word's tag. Predictions come back
 per token and are mapped to words, then decoded so that no I-X tag starts an entity.
@@ -50,26 +50,6 @@ def iob2_transitions(labels):
 def iob2_starts(labels):
     """(L,) bool: may a sentence's first tag be tag j? Not an I-X, which would continue no entity."""
     return torch.tensor([not tag.startswith("I-") for tag in labels])
-
-
-def decode_iob2(log_probs, labels):
-    """The likeliest tag sequence (indices into labels) in which no I-X starts an entity: Viterbi
-    over the words' log-probabilities (n_words, L), a sentence being the product of its words'
-    probabilities. Per-word argmax can say "O I-PER", a span that conlleval counts as a new entity."""
-    if len(log_probs) == 0:
-        return []
-    allowed = iob2_transitions(labels)
-    score = log_probs[0].masked_fill(~iob2_starts(labels), float("-inf"))  # (L,) best path ending in each tag
-    backpointers = []
-    for word in log_probs[1:]:
-        candidates = score[:, None].masked_fill(~allowed, float("-inf"))  # (L previous, L next)
-        score, best_previous = candidates.max(dim=0)  # (L,), (L,)
-        score = score + word
-        backpointers.append(best_previous)
-    tags = [score.argmax().item()]
-    for best_previous in reversed(backpointers):
-        tags.append(best_previous[tags[-1]].item())
-    return tags[::-1]
 
 
 def most_frequent_tag_baseline(train_examples, examples, labels):

@@ -12,8 +12,9 @@ import torch
 
 from conftest import assert_close, spread_weights, tiny_gpt
 from finetune import Classifier
+from finetuning.crf import CRF
 from finetuning.heads import HEADS, build_head, last_real_index
-from finetuning.tagging import align_word_labels, decode_iob2, word_predictions
+from finetuning.tagging import align_word_labels, word_predictions
 from finetuning.tasks import read_twice
 
 
@@ -107,6 +108,11 @@ def test_alignment_with_a_byte_level_bpe(tiny_bpe):
 # ---- IOB2 decoding of tagger outputs ----
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def decode_iob2(log_probs, labels):
+    """How finetuning/evaluate.py decodes a plain token head's words (n_words, L): Viterbi of a CRF at zero scores."""
+    return CRF(len(labels)).viterbi(log_probs.unsqueeze(0), torch.ones(1, len(log_probs), dtype=torch.bool), labels)[0]
 
 
 def valid_iob2(tags):
