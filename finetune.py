@@ -47,7 +47,7 @@ from finetuning.prompting import zero_shot
 from finetuning.train_modes import TRAIN_MODES
 from finetuning.tasks import (READINGS, TASKS, TRUNCATIONS, collate, load_examples, max_tokens, split_path, texts,
                               training_batch)
-from model import GPT, GPTConfig, adamw
+from model import GPT, GPTConfig
 
 
 # ----------------------------------------------------------------------------- the model
@@ -238,7 +238,7 @@ def train_classifier(classifier, train_set, val_set, cfg, device, dtype, run):
         runtime.compile_in_place(classifier, device)  # batches vary in length: it compiles for dynamic shapes
     # finetuning uses pretraining's optimizer (AdamW, no decay of biases and gains) and its warmup,
     # then decays linearly to 0 (as BERT's finetuning) over a run of whole epochs
-    optimizer = adamw(classifier, cfg.weight_decay, cfg.learning_rate, (0.9, 0.999), device.split(":")[0])
+    optimizer = optim.adamw(classifier, cfg.weight_decay, cfg.learning_rate, (0.9, 0.999), device.split(":")[0])
     scaler = optim.grad_scaler(device, dtype, run.resume["scaler"] if run.resume is not None else None)
     batches_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     max_iters = cfg.max_iters or math.ceil(cfg.epochs * batches_per_epoch)

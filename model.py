@@ -6,7 +6,7 @@ A GPT language model in one file, readable top to bottom.
     CausalSelfAttention         multi-head masked self-attention: the math by hand, or one fused call
     MLP, Block                  the feed-forward net, and the pre-LayerNorm residual block
     GPT                         embeddings, the blocks, ln_f, lm_head; forward, generate, loading GPT-2
-    adamw, masked_cross_entropy, sample_next_token    the optimizer, the loss and the sampling rule
+    masked_cross_entropy, sample_next_token          the loss and the sampling rule
     KVCache, LayerKVCache       keys and values kept between generation steps (skip on a first read)
 
 The parameter names are GPT-2's own (wte, wpe, h.{i}.attn.c_attn, ln_f, ...), so OpenAI's
@@ -309,19 +309,6 @@ class GPT(nn.Module):
         model = cls(config)
         model.load_state_dict(state)
         return model
-
-
-def adamw(module, weight_decay, learning_rate, betas, device_type):
-    """AdamW over a module's trainable parameters that decays the 2-D weights (matmuls, embeddings)
-    but not biases and LayerNorm gains (they are few, and a gain pulled towards 0 switches a feature
-    off instead of regularising). Frozen parameters are left out, so finetuning only some skips the rest."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # the fused kernel does the whole update in a few launches; CUDA and CPU both have it
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))
 
 
 def masked_cross_entropy(logits, targets):

@@ -30,7 +30,7 @@ from common.cli import UserError, build_config, check_choice, check_ranges, pars
 from common.progress import Logger, format_duration, track
 from common.tokenizer import load_tokenizer
 from finetuning.tasks import TASKS
-from model import GPT, GPTConfig, adamw
+from model import GPT, GPTConfig
 
 
 @dataclass
@@ -69,7 +69,7 @@ class TrainConfig:
     learning_rate: float = 3e-3  # the peak, after warmup; small models take larger rates than GPT-2's 6e-4
     max_iters: int = 5600  # optimizer steps in all; resume may change: a finished run goes on to a new max_iters
     max_seconds: float = 240.0  # or stop sooner, after this many seconds of training (0: no limit); see common/budget.py; resume may change
-    weight_decay: float = 0.1  # AdamW's pull of the 2-D weights towards 0 (model.adamw)
+    weight_decay: float = 0.1  # AdamW's pull of the 2-D weights towards 0 (common/optim.py's adamw)
     beta1: float = 0.9  # AdamW's momentum
     beta2: float = 0.99  # a bit under the usual 0.999: small batches give noisy squared gradients
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 turns clipping off
@@ -283,7 +283,7 @@ def train(cfg):
     # the model spread over the processes (DDP, or sharded: fsdp, tp), the optimizer made after (a sharded
     # model's parameters are new tensors), float16's loss scaler, and where an interrupted run left off
     train_model = parallel.parallelize(model, cfg.parallel, ddp, device, dtype)
-    optimizer = adamw(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.split(":")[0])
+    optimizer = optim.adamw(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.split(":")[0])
     scaler = optim.grad_scaler(device, dtype, ckpt.get("scaler") if ckpt else None)
     iter_num, best_val_loss, seconds_before = 0, float("inf"), 0.0
     if ckpt is not None:

@@ -1,9 +1,22 @@
 """
-The optimizer step that train.py and finetune.py share: float16's loss scaler, gradient clipping,
-the step itself. (The optimizer, AdamW with decay on the matrices only, is model.adamw.)
+The optimizer and its step, shared by train.py and finetune.py: AdamW with decay on the matrices only,
+float16's loss scaler, gradient clipping, the step itself.
 """
 
 import torch
+
+
+def adamw(module, weight_decay, learning_rate, betas, device_type):
+    """AdamW over a module's trainable parameters that decays the 2-D weights (matmuls, embeddings)
+    but not biases and LayerNorm gains (they are few, and a gain pulled towards 0 switches a feature
+    off instead of regularising). Frozen parameters are left out, so finetuning only some skips the rest."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # the fused kernel does the whole update in a few launches; CUDA and CPU both have it
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))
 
 
 def grad_scaler(device, dtype, state=None):

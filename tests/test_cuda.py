@@ -21,7 +21,8 @@ import train
 from common import runtime
 from common.checkpoint import load_checkpoint, load_model
 from conftest import assert_close, spread_weights
-from model import GPT, GPTConfig, KVCache, adamw
+from common.optim import adamw
+from model import GPT, GPTConfig, KVCache
 from test_attention import make_attention
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_close, tiny_gpt
-from model import GPT, GPTConfig, KVCache, LayerNorm, adamw, gelu, masked_cross_entropy
+from common.optim import adamw
+from model import GPT, GPTConfig, KVCache, LayerNorm, gelu, masked_cross_entropy
 
 PATHS = ["manual", "sdpa"]
 

@@ -24,7 +24,7 @@ from common import parallel, runtime
 from common.checkpoint import load_model
 from common.cli import UserError
 from conftest import FIXTURE_DATA, assert_close, max_error, tiny_gpt
-from model import adamw
+from common.optim import adamw
 from test_train import ROOT, read_log
 
 # train.py's options for the runs through torchrun: tiny, float32, no time budget, 2 micro-steps

@@ -22,8 +22,9 @@ import torch
 from common import runtime
 from common.cli import parse_config, run_main
 from common.files import write_json
+from common.optim import adamw
 from common.progress import track
-from model import GPT, GPTConfig, adamw
+from model import GPT, GPTConfig
 
 
 @dataclass

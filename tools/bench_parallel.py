@@ -29,7 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from common import parallel, runtime
 from common.cli import parse_config, run_main
-from model import GPT, GPTConfig, adamw
+from common.optim import adamw
+from model import GPT, GPTConfig
 
 MB = 1e6
 
