@@ -72,23 +72,25 @@ def crf_of(classifier):
     return getattr(getattr(classifier, "head", None), "crf", None)
 
 
+def word_log_probs(probs, examples, labels):
+    """Each sentence's (n_words, L) log-probabilities of the tags, read at the words' first pieces."""
+    outside = F.one_hot(torch.tensor(0), len(labels)).float()  # a word cut off by max_len: certainly "O"
+    return [torch.stack(word_predictions(list(p), e.first_pieces, outside)).clamp_min(1e-30).log()
+            for p, e in zip(probs, examples)]
+
+
 def predicted_labels(probs, examples, labels, crf=None):
     """The likeliest label of each text, or the likeliest valid IOB2 tag list of each sentence: by Viterbi
     over crf's scores (a token_crf head's), or over its words' probabilities alone. Per-word argmax
     could say "O I-PER", a span that conlleval counts as a new entity."""
+    if not examples or examples[0].first_pieces is None:  # texts, not tagged words
+        return [labels[p.argmax().item()] for p in probs]
     # a CRF whose scores are all zero: a sentence's score is the sum of its words' log-probabilities
     crf = crf if crf is not None else CRF(len(labels))
     device = crf.transitions.device
-    outside = F.one_hot(torch.tensor(0), len(labels)).float()  # (L,) certainly "O" (labels[0])
     out = []
-    for p, e in zip(probs, examples):
-        if e.first_pieces is None:
-            out.append(labels[p.argmax().item()])
-            continue
-        # a word cut off by max_len is outside every entity
-        word_probs = torch.stack(word_predictions(list(p), e.first_pieces, outside))  # (n_words, L)
-        # the emissions: a token_crf head's scores less one constant per word (log-softmax), which every path pays alike
-        log_probs = word_probs.clamp_min(1e-30).log()  # (n_words, L)
+    # the emissions: a token_crf head's scores less one constant per word (log-softmax), which every path pays alike
+    for log_probs in word_log_probs(probs, examples, labels):  # (n_words, L)
         one_sentence = torch.ones(1, len(log_probs), dtype=torch.bool, device=device)  # (1, n_words) mask
         tags = crf.viterbi(log_probs.unsqueeze(0).to(device), one_sentence, labels)[0]
         out.append([labels[i] for i in tags])
@@ -233,13 +235,6 @@ def score_run(classifier, members, splits, train_set, task, batch_size, device, 
         print(f"GPT + bag-of-words, weight {metrics['gpt_plus_bow']['gpt_weight']} on the GPT (chosen on val): "
               + ", ".join(f"{name} accuracy {metrics['gpt_plus_bow'][name]['accuracy']:.4f}" for name in rows))
     return metrics
-
-
-def word_log_probs(probs, examples, labels):
-    """Each sentence's (n_words, L) log-probabilities of the tags, read at the words' first pieces."""
-    outside = F.one_hot(torch.tensor(0), len(labels)).float()  # a word cut off by max_len: certainly "O"
-    return [torch.stack(word_predictions(list(p), e.first_pieces, outside)).clamp_min(1e-30).log()
-            for p, e in zip(probs, examples)]
 
 
 TAG_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # the GPT's weight beside the feature CRF's scores; 0: the CRF alone
