@@ -128,8 +128,14 @@ def read_jsonl(path):
     return rows
 
 
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def sha256(path, h=None):
+    """The hex digest of a file's bytes: sha256, or the hasher h given (which may hold a prefix already),
+    fed a megabyte at a time so that a large file never sits in memory whole."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def torch_load(path, mmap=False):

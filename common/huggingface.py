@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from common.cli import UserError
-from common.files import fsync_folder, read_json, torch_load
+from common.files import fsync_folder, read_json, sha256, torch_load
 from common.progress import Progress
 
 SIZES = ("n_positions", "vocab_size", "n_layer", "n_head", "n_embd")  # what GPT.from_pretrained reads
@@ -108,7 +108,7 @@ HUB_REPOS = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/g
 HUB_FILES = ("config.json", "model.safetensors")  # what GPT.from_pretrained reads
 REVISION = "main"
 TIMEOUT = 30  # seconds without a byte before a request gives up
-CHUNK = 1 << 20  # bytes read and hashed at a time: a 6 GB file never sits in memory whole
+CHUNK = 1 << 20  # bytes received at a time: a 6 GB file never sits in memory whole
 MB = 10**6
 
 
@@ -293,10 +293,5 @@ def file_digest(path, hash_name):
     """The sha256 of a file's bytes, or its git blob id ("git sha1"): git names a file by the sha1 of
     "blob <size>", a zero byte, then the file's bytes, and the hub lists a small file by that name."""
     if hash_name == "sha256":
-        h = hashlib.sha256()
-    else:
-        h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256(path)
+    return sha256(path, hashlib.sha1(f"blob {path.stat().st_size}\0".encode()))
